@@ -1,0 +1,40 @@
+"""mistral_np: a from-scratch NumPy reference implementation of Mistral-7B and its embedders.
+
+Public API (everything else is an implementation detail a reader may study but should not import):
+
+    load_model(path, dtype=np.float32) -> Model     HF folder, consolidated folder
+    model.config, model.forward(ids, trace=False)
+    MistralConfig, PRESETS
+
+Read the code in the order the data flows: config.py, params.py, model.py, block.py, attention.py
+(rope.py, masks.py), mlp.py, rmsnorm.py, ops.py. docs/architecture.md maps each box to a function.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .config import PRESETS, ConfigError, MistralConfig
+from .model import Model
+from .safetensors_io import WeightsError
+
+__all__ = ["load_model", "Model", "MistralConfig", "PRESETS", "ConfigError", "WeightsError"]
+__version__ = "0.1.0"
+
+
+def load_model(path: str, dtype=np.float32) -> Model:
+    """Load a checkpoint folder for inference in ``dtype`` (float32, or float64 for golden values)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"compute dtype must be float32 or float64, got {dtype}")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if os.path.isdir(path):
+        from .checkpoint import load_params
+        cfg, params = load_params(path, dtype)
+    else:
+        raise WeightsError(f"{path}: not a checkpoint folder (expected a folder with config.json or params.json)")
+    return Model(cfg, params, dtype=dtype, tokenizer=None, source=path)

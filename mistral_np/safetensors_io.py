@@ -1,0 +1,152 @@
+"""Reading (and atomically writing) safetensors files with NumPy memory maps.
+
+The format (safetensors docs; SPEC.md §4.1)::
+
+    [ u64 little-endian N ][ N bytes of UTF-8 JSON header ][ data ... ]
+    header = {"__metadata__": {str: str},                          (optional)
+              "<name>": {"dtype": "BF16", "shape": [4096, 4096], "data_offsets": [start, end]}, ...}
+    offsets are relative to the first byte after the header; tensors are little-endian, C order.
+
+We read the header ourselves (instead of ``safetensors.numpy``) because NumPy has no bfloat16: a
+BF16 tensor is mapped as ``uint16`` and widened by ``bf16_to_f32`` when it is used. Every check
+names the file and the tensor: a truncated file, overlapping or out-of-range offsets, a byte size
+that does not match the shape, an unknown dtype.
+
+next: checkpoint.py (folders of these files -> ModelParams).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+
+
+class WeightsError(ValueError):
+    """A checkpoint file or tensor we refuse to load."""
+
+
+# safetensors dtype -> (numpy storage dtype, bytes per element)
+_STORAGE = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
+    "BOOL": np.dtype("?"),
+}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def bf16_to_f32(u16: np.ndarray) -> np.ndarray:
+    """bfloat16 bits -> float32: a bf16 is the top half of a float32, so shift it back up 16 bits."""
+    return (np.asarray(u16, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, rounding to nearest even (as torch does). Used to write test files."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+class SafetensorsFile:
+    """One .safetensors file: its header, and memory-mapped arrays on demand."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise WeightsError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
+                (n,) = struct.unpack("<Q", head)
+                if n > _MAX_HEADER or 8 + n > size:
+                    raise WeightsError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes, "
+                                       f"file of {size} bytes)")
+                raw = f.read(n)
+        except OSError as e:
+            raise WeightsError(f"{path}: cannot read ({e.strerror})") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise WeightsError(f"{path}: corrupt safetensors header (not JSON)") from None
+        if not isinstance(header, dict):
+            raise WeightsError(f"{path}: corrupt safetensors header (not a JSON object)")
+        self.metadata = header.pop("__metadata__", None) or {}
+        self.data_start = 8 + n
+        self.data_size = size - self.data_start
+        self.tensors: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        for name, info in header.items():
+            self.tensors[name] = self._check(name, info)
+
+    def _check(self, name, info):
+        try:
+            dtype, shape, (start, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise WeightsError(f"{self.path}: tensor {name!r}: malformed header entry {info!r}") from None
+        if dtype not in _STORAGE:
+            raise WeightsError(f"{self.path}: tensor {name!r}: unsupported dtype {dtype}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * _STORAGE[dtype].itemsize
+        if end - start != nbytes or start < 0:
+            raise WeightsError(f"{self.path}: tensor {name!r}: data_offsets {start}..{end} do not hold "
+                               f"{dtype}{list(shape)} ({nbytes} bytes)")
+        if end > self.data_size:
+            raise WeightsError(f"{self.path}: truncated: tensor {name!r} ends at byte {end} of the data section, "
+                               f"which holds only {self.data_size} bytes")
+        return dtype, shape, start, end
+
+    def keys(self):
+        return self.tensors.keys()
+
+    def dtype(self, name: str) -> str:
+        return self.tensors[name][0]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name][1]
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor as stored (BF16 as uint16), memory-mapped read-only: no bytes are read yet."""
+        dtype, shape, start, end = self.tensors[name]
+        if end == start:
+            return np.zeros(shape, dtype=_STORAGE[dtype])
+        return np.memmap(self.path, dtype=_STORAGE[dtype], mode="r", offset=self.data_start + start, shape=shape)
+
+
+def to_dtype(raw: np.ndarray, st_dtype: str, dtype) -> np.ndarray:
+    """A stored tensor converted to a float compute dtype (a copy unless it already is one)."""
+    if st_dtype == "BF16":
+        return bf16_to_f32(raw).astype(dtype, copy=False)
+    if st_dtype not in ("F32", "F16", "F64"):
+        raise WeightsError(f"cannot use a {st_dtype} tensor as float weights")
+    return np.asarray(raw).astype(dtype, copy=False)
+
+
+def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str] | None = None,
+              dtypes: dict[str, str] | None = None) -> None:
+    """Write a safetensors file atomically (temporary name, then rename).
+
+    ``dtypes`` may name "BF16" for a tensor given as uint16 bits (see f32_to_bf16).
+    """
+    rev = {np.dtype(v).str: k for k, v in _STORAGE.items() if k not in ("BF16", "U16")}
+    rev[np.dtype("<u2").str] = "U16"
+    header, offset, blobs = {}, 0, []
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        st = (dtypes or {}).get(name) or rev[arr.dtype.newbyteorder("<").str if arr.dtype.itemsize > 1 else arr.dtype.str]
+        b = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": st, "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
