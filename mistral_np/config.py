@@ -116,7 +116,7 @@ _IGNORED_HF_KEYS = {
     "rope_parameters", "rope_theta", "is_llama_config", "rope_interleaved", "quantization_config",
     "_attn_implementation_autoset", "id2label", "label2id", "problem_type", "layer_types", "max_window_layers",
     "use_sliding_window", "tokenizer_class", "bos_token_id", "eos_token_id", "sliding_window", "head_dim",
-    "chunk_size_feed_forward", "is_decoder", "model_type", "tie_word_embeddings",
+    "chunk_size_feed_forward", "is_decoder", "model_type", "tie_word_embeddings", "is_encoder_decoder",
 }
 
 
@@ -130,6 +130,10 @@ def from_hf_dict(d: dict, source: str = "config.json") -> MistralConfig:
     unknown = sorted(k for k in d if k not in _FIELDS and k not in _IGNORED_HF_KEYS)
     if unknown:
         raise ConfigError(f"{source}: unknown config field(s) {', '.join(unknown)}; refusing to guess their meaning")
+    if d.get("hidden_act", "silu") not in ("silu", "swish"):
+        raise ConfigError(f"{source}: hidden_act {d['hidden_act']!r} is not silu (SwiGLU)")
+    if d.get("is_encoder_decoder"):
+        raise ConfigError(f"{source}: is_encoder_decoder = true is not a decoder-only Mistral")
     if d.get("attention_bias") or d.get("mlp_bias"):
         raise ConfigError(f"{source}: attention_bias/mlp_bias = true is not part of the Mistral architecture")
     rope_theta = _rope_theta(d, source)
@@ -167,14 +171,14 @@ def from_hf_dict(d: dict, source: str = "config.json") -> MistralConfig:
 def _rope_theta(d: dict, source: str) -> float:
     params = d.get("rope_parameters")
     scaling = d.get("rope_scaling")
+    if scaling is not None and scaling.get("rope_type", scaling.get("type", "default")) != "default":
+        raise ConfigError(f"{source}: rope_scaling {scaling!r} is not supported (only default RoPE)")
     if params is not None:
         if params.get("rope_type", "default") != "default":
             raise ConfigError(f"{source}: rope_parameters.rope_type {params.get('rope_type')!r} is not supported "
                               "(only default RoPE)")
         if "rope_theta" in params:
             return float(params["rope_theta"])
-    if scaling is not None and scaling.get("rope_type", scaling.get("type", "default")) != "default":
-        raise ConfigError(f"{source}: rope_scaling {scaling!r} is not supported (only default RoPE)")
     return float(d.get("rope_theta", 10000.0))
 
 
