@@ -227,3 +227,10 @@ def test_streaming_tokenizers_backend(json_backed, text):
     assert "".join(chunks) == json_backed.decode(ids)
     if "\ufffd" not in json_backed.decode(ids):
         assert not any("\ufffd" in c for c in chunks)
+
+
+def test_decode_rejects_ids_outside_vocab():
+    tok = load_tokenizer(MODEL_FILES["v1"])
+    for ids in ([32000], [-1], [5, 99999]):
+        with pytest.raises(IndexError, match="outside the vocabulary"):
+            tok.decode(ids)
