@@ -21,7 +21,6 @@ next: the model files; or __init__.py's ``load_model``, which dispatches to this
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 
@@ -30,7 +29,7 @@ import numpy as np
 from .config import ConfigError, MistralConfig, from_hf_dict, from_params_dict, read_json
 from .params import ModelParams, build_params, expected_shapes
 from .rope import permute_to_half_split
-from .safetensors_io import SafetensorsFile, WeightsError, bf16_to_f32, to_dtype
+from .safetensors_io import SafetensorsFile, WeightsError, to_dtype
 
 
 class LazyWeight:
@@ -172,8 +171,10 @@ def _materialize(named: dict, cfg: MistralConfig, dtype, permute: bool) -> dict:
     return out
 
 
-def load_params(folder: str, dtype=np.float32) -> tuple[MistralConfig, ModelParams]:
-    """Read an HF or consolidated folder -> (config, params), strictly."""
+def open_checkpoint(folder: str) -> tuple[str, MistralConfig, dict, bool, bool]:
+    """Read a folder's config and tensor index, strictly, without loading weights.
+
+    Returns (format, config, {HF name: (SafetensorsFile, name in file)}, headless, permute)."""
     hf_cfg, params_json = os.path.join(folder, "config.json"), os.path.join(folder, "params.json")
     if os.path.exists(hf_cfg):
         d = read_json(hf_cfg)
@@ -192,5 +193,23 @@ def load_params(folder: str, dtype=np.float32) -> tuple[MistralConfig, ModelPara
     else:
         raise ConfigError(f"{folder}: not a checkpoint folder (no config.json or params.json)")
     _check_names_and_shapes(named, cfg, headless)
+    return ("hf-safetensors" if not permute else "mistral-consolidated"), cfg, named, headless, permute
+
+
+def load_params(folder: str, dtype=np.float32) -> tuple[MistralConfig, ModelParams]:
+    """Read an HF or consolidated folder -> (config, params), strictly."""
+    _, cfg, named, headless, permute = open_checkpoint(folder)
     tensors = _materialize(named, cfg, dtype, permute)
     return cfg, build_params(cfg, tensors, allow_missing_head=headless)
+
+
+def first_non_finite(raw: np.ndarray, st_dtype: str, rows_per_step: int = 4096) -> tuple | None:
+    """Index of the first NaN/Inf in a stored tensor, converting a few rows at a time (low memory)."""
+    rows = raw if raw.ndim > 1 else raw[None]
+    for r0 in range(0, rows.shape[0], rows_per_step):
+        bad = np.argwhere(~np.isfinite(to_dtype(rows[r0:r0 + rows_per_step], st_dtype, np.float32)))
+        if bad.size:
+            idx = bad[0].copy()
+            idx[0] += r0
+            return tuple(int(i) for i in (idx if raw.ndim > 1 else idx[1:]))
+    return None
