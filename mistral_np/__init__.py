@@ -3,7 +3,8 @@
 Public API (everything else is an implementation detail a reader may study but should not import):
 
     load_model(path, dtype=np.float32) -> Model     HF folder, consolidated folder
-    model.config, model.forward(ids, trace=False)
+    model.config, model.forward(ids, trace=False), model.tokenizer (None if the folder has none)
+    load_tokenizer(path) -> Tokenizer                tokenizer.json, or Mistral's tokenizer.model
     MistralConfig, PRESETS
 
 Read the code in the order the data flows: config.py, params.py, model.py, block.py, attention.py
@@ -19,8 +20,10 @@ import numpy as np
 from .config import PRESETS, ConfigError, MistralConfig
 from .model import Model
 from .safetensors_io import WeightsError
+from .tokenizer import Tokenizer, TokenizerError, has_tokenizer, load_tokenizer
 
-__all__ = ["load_model", "Model", "MistralConfig", "PRESETS", "ConfigError", "WeightsError"]
+__all__ = ["load_model", "load_tokenizer", "Model", "Tokenizer", "MistralConfig", "PRESETS", "ConfigError",
+           "WeightsError", "TokenizerError"]
 __version__ = "0.1.0"
 
 
@@ -37,4 +40,9 @@ def load_model(path: str, dtype=np.float32) -> Model:
         cfg, params = load_params(path, dtype)
     else:
         raise WeightsError(f"{path}: not a checkpoint folder (expected a folder with config.json or params.json)")
-    return Model(cfg, params, dtype=dtype, tokenizer=None, source=path)
+    return Model(cfg, params, dtype=dtype, tokenizer=_folder_tokenizer(path), source=path)
+
+
+def _folder_tokenizer(folder: str):
+    """The folder's tokenizer, or None when it has no tokenizer file (a bad one is still an error)."""
+    return load_tokenizer(folder) if has_tokenizer(folder) else None

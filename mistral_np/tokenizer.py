@@ -169,6 +169,13 @@ def _special_id(tok: tokenizers.Tokenizer, config: dict, key: str, default: str)
     return tok.token_to_id(value) if value else None
 
 
+def has_tokenizer(folder: str | Path) -> bool:
+    """Whether a folder holds any tokenizer file that ``load_tokenizer`` would try."""
+    folder = Path(folder)
+    return (folder / "tokenizer.json").is_file() or any((folder / n).is_file() for n in SP_FILE_NAMES) \
+        or any(folder.glob("*.model"))
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Folder or file -> Tokenizer.  Folder: tokenizer.json first, else a sentencepiece model file."""
     path = Path(path)
