@@ -2,7 +2,7 @@
 
 Public API (everything else is an implementation detail a reader may study but should not import):
 
-    load_model(path, dtype=np.float32) -> Model     HF folder, consolidated folder
+    load_model(path, dtype=np.float32) -> Model     HF folder, consolidated folder, .gguf, quantized folder
     model.config, model.forward(ids, trace=False), model.tokenizer (None if the folder has none)
     load_tokenizer(path) -> Tokenizer                tokenizer.json, or Mistral's tokenizer.model
     MistralConfig, PRESETS
@@ -18,12 +18,13 @@ import os
 import numpy as np
 
 from .config import PRESETS, ConfigError, MistralConfig
+from .embed import Embedder, load_embedder
 from .model import Model
 from .safetensors_io import WeightsError
 from .tokenizer import Tokenizer, TokenizerError, has_tokenizer, load_tokenizer
 
 __all__ = ["load_model", "load_tokenizer", "Model", "Tokenizer", "MistralConfig", "PRESETS", "ConfigError",
-           "WeightsError", "TokenizerError"]
+           "WeightsError", "TokenizerError", "load_embedder", "Embedder"]
 __version__ = "0.1.0"
 
 
@@ -35,11 +36,19 @@ def load_model(path: str, dtype=np.float32) -> Model:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
-    if os.path.isdir(path):
+    if os.path.isfile(path) and path.endswith(".gguf"):
+        from .gguf import load_gguf
+        cfg, params, tokenizer = load_gguf(path, dtype)
+        return Model(cfg, params, dtype=dtype, tokenizer=tokenizer, source=path)
+    if not os.path.isdir(path):
+        raise WeightsError(f"{path}: not a checkpoint (expected a .gguf file, or a folder with config.json or "
+                           "params.json)")
+    from .quantize import is_quantized_folder, load_quantized
+    if is_quantized_folder(path):
+        cfg, params = load_quantized(path, dtype)
+    else:
         from .checkpoint import load_params
         cfg, params = load_params(path, dtype)
-    else:
-        raise WeightsError(f"{path}: not a checkpoint folder (expected a folder with config.json or params.json)")
     return Model(cfg, params, dtype=dtype, tokenizer=_folder_tokenizer(path), source=path)
 
 

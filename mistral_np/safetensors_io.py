@@ -123,30 +123,52 @@ def to_dtype(raw: np.ndarray, st_dtype: str, dtype) -> np.ndarray:
     return np.asarray(raw).astype(dtype, copy=False)
 
 
-def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str] | None = None,
-              dtypes: dict[str, str] | None = None) -> None:
-    """Write a safetensors file atomically (temporary name, then rename).
+def write_streaming(path: str, entries: list[tuple[str, str, tuple]], produce, metadata: dict | None = None,
+                    on_tensor=None) -> None:
+    """Write a safetensors file tensor by tensor, atomically (temporary name, then rename).
 
-    ``dtypes`` may name "BF16" for a tensor given as uint16 bits (see f32_to_bf16).
-    """
-    rev = {np.dtype(v).str: k for k, v in _STORAGE.items() if k not in ("BF16", "U16")}
-    rev[np.dtype("<u2").str] = "U16"
-    header, offset, blobs = {}, 0, []
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        st = (dtypes or {}).get(name) or rev[arr.dtype.newbyteorder("<").str if arr.dtype.itemsize > 1 else arr.dtype.str]
-        b = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": st, "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
+    ``entries`` lists (name, safetensors dtype, shape) in file order; the header follows from the shapes
+    alone, so ``produce(name)`` is called once per tensor, just before its bytes are written, and only
+    one tensor needs to exist in memory at a time. BF16 tensors are produced as uint16 bits."""
+    header, offset = {}, 0
+    for name, st_dtype, shape in entries:
+        n = int(np.prod(shape, dtype=np.int64)) * _STORAGE[st_dtype].itemsize
+        header[name] = {"dtype": st_dtype, "shape": [int(s) for s in shape], "data_offsets": [offset, offset + n]}
+        offset += n
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     h = json.dumps(header, separators=(",", ":")).encode("utf-8")
     h += b" " * (-len(h) % 8)
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(h)))
+            f.write(h)
+            for name, st_dtype, shape in entries:
+                arr = np.ascontiguousarray(produce(name))
+                start, end = header[name]["data_offsets"]
+                if tuple(arr.shape) != tuple(shape) or arr.nbytes != end - start or \
+                        arr.dtype.itemsize != _STORAGE[st_dtype].itemsize:
+                    raise ValueError(f"{path}: tensor {name!r} produced {arr.dtype}{list(arr.shape)}, "
+                                     f"expected {st_dtype}{list(shape)}")
+                f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+                if on_tensor is not None:
+                    on_tensor(name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_file(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str] | None = None,
+              dtypes: dict[str, str] | None = None) -> None:
+    """Write in-memory arrays as a safetensors file (``dtypes`` may say "BF16" for uint16 bits)."""
+    names = {np.dtype(v).str: k for k, v in _STORAGE.items() if k not in ("BF16", "U16")}
+    names[np.dtype("<u2").str] = "U16"
+    entries = [(n, (dtypes or {}).get(n) or names[np.asarray(a).dtype.newbyteorder("<").str
+                                                  if np.asarray(a).dtype.itemsize > 1 else np.asarray(a).dtype.str],
+                np.shape(a)) for n, a in tensors.items()]
+    write_streaming(path, entries, lambda n: tensors[n], metadata)
