@@ -1,6 +1,7 @@
 """The ``mistral-np`` command line.
 
     mistral-np info PATH [--check]      what a checkpoint is, the config values ports get wrong, tensors
+    mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint, streamed
 
 User errors (a bad file, a bad argument) print one line ``mistral-np: error: ...`` and exit 2, with no
 traceback; anything else is a bug and keeps its traceback.
@@ -59,6 +60,28 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    import time
+    from .quantize import quality_report, quantize_checkpoint
+    t0 = time.time()
+    man = quantize_checkpoint(args.src, args.dst, qtype=args.type, force=args.force)
+    counts = Counter(t["type"] for t in man["tensors"].values())
+    print(f"wrote {args.dst}: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) +
+          f" tensors in {time.time() - t0:.1f} s", file=sys.stderr)
+    if args.report:
+        from . import load_model
+        ref, quant = load_model(args.src), load_model(args.dst)
+        if ref.tokenizer is None:
+            raise ValueError(f"{args.src}: --report needs a tokenizer in the source folder")
+        text = open(args.report, encoding="utf-8").read()
+        ids = ref.tokenizer.encode(text, bos=ref.tokenizer.bos_id is not None)[: args.report_tokens]
+        r = quality_report(ref, quant, np.array(ids))
+        print(f"quality on {r['tokens']} tokens of {args.report}: KL mean {r['kl_mean']:.5f} max {r['kl_max']:.4f} "
+              f"nats, top-1 agreement {100 * r['top1_agreement']:.1f} %, perplexity {r['ppl_float']:.3f} -> "
+              f"{r['ppl_quantized']:.3f} ({100 * r['ppl_change']:+.2f} %)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -66,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="checkpoint folder")
     p.add_argument("--check", action="store_true", help="scan every tensor for NaN/Inf")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("quantize", help="write an int4/int8 block-quantized copy of a checkpoint folder")
+    p.add_argument("src", help="HF or consolidated checkpoint folder")
+    p.add_argument("dst", help="output folder (created atomically)")
+    p.add_argument("--type", choices=["q4_0", "q8_0"], default="q4_0")
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.add_argument("--report", metavar="TEXTFILE", help="measure KL, top-1 agreement, perplexity vs the float model")
+    p.add_argument("--report-tokens", type=int, default=512, help="tokens of TEXTFILE to use (default 512)")
+    p.set_defaults(func=cmd_quantize)
     return ap
 
 
