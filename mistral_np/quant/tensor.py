@@ -1,0 +1,152 @@
+"""Quantized weights as the model holds them: ``Q4_0Tensor``, ``Q4_1Tensor``, ``Q8_0Tensor``.
+
+``ops.linear(x, w)`` calls ``w.matmul(x)`` whenever ``w`` is not a plain ndarray, and
+``ops.take_rows(w, ids)`` calls ``w.take_rows(ids)``; those two methods are the whole contract
+with the model. Each tensor holds its ggml bytes (``packed``, possibly a slice of a memory-mapped
+GGUF file) and its logical (out, in) shape; ``matmul`` never builds a float copy of the weight.
+
+Q4_0 and Q4_1 tensors move to the block-transposed layout (layout.py) on their first ``matmul``
+(or on ``prepare()``) and then *drop* the ggml bytes: the layout holds the same bytes in another
+order, so memory stays at the file's size, and ``packed`` rebuilds the ggml bytes when asked.
+
+    w = quantize(np.random.randn(64, 128).astype(np.float32), "Q4_0", name="demo")
+    y = w.matmul(x)                       # (T, 128) -> (T, 64), float activations
+    y = w.matmul(x, activations="int8")   # decode only: Q8_0 activations, faster, ~1e-3 rel. error
+
+next: kernels.py for the speed, q4_0.py for the definition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels, layout
+from .common import Q, check_packed
+from .q4_0 import dequantize_q4_0_ref, quantize_q4_0
+from .q4_1 import dequantize_q4_1_ref, quantize_q4_1
+from .q8_0 import dequantize_q8_0_ref, quantize_q8_0
+
+
+class QuantTensor:
+    """A 2-D weight (out, in) stored as ggml blocks of Q=32 weights along ``in``."""
+
+    qtype: str = ""
+    block_bytes: int = 0
+
+    def __init__(self, packed: np.ndarray, shape: tuple[int, int], name: str | None = None):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.name = name
+        self._packed = check_packed(np.asarray(packed), self.shape, self.block_bytes, name)  # (out, in/Q*bytes), no copy
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The ggml bytes, (out, in/32 * block_bytes) uint8: exactly a GGUF tensor's data."""
+        return self._packed
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] // Q * self.block_bytes
+
+    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        """y = x @ w.T.  (T, in) float32 -> (T, out) float32"""
+        raise NotImplementedError
+
+    def dequantize(self, dtype=np.float32) -> np.ndarray:
+        """The whole weight in float: (out, in). Only for tests and export; matmul never needs it."""
+        return self.take_rows(np.arange(self.shape[0])).astype(dtype, copy=False)
+
+    def take_rows(self, ids) -> np.ndarray:
+        """Rows ``ids`` dequantized (an embedding lookup).  (n,) -> (n, in) float32"""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, name={self.name!r}, {self.nbytes} bytes)"
+
+
+class _NibbleTensor(QuantTensor):
+    """Q4_0 / Q4_1: kept in ggml bytes until the first matmul, then in the block-transposed layout."""
+
+    _dequantize_ref = None
+
+    def __init__(self, packed, shape, name=None):
+        super().__init__(packed, shape, name)
+        self._layout: layout.NibbleLayout | None = None
+
+    def prepare(self) -> "_NibbleTensor":
+        """Repack once into the kernels' layout and release the ggml bytes (same memory)."""
+        if self._layout is None:
+            self._layout = layout.repack(np.asarray(self._packed), self.shape, self.qtype)
+            self._packed = None
+        return self
+
+    @property
+    def packed(self) -> np.ndarray:
+        return self._packed if self._packed is not None else layout.unrepack(self._layout)
+
+    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        return kernels.matmul_nibbles(x, self.prepare()._layout, activations)
+
+    def take_rows(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if self._layout is not None:
+            return kernels.dequantize_nibbles(self._layout, ids)
+        return type(self)._dequantize_ref(self._packed[ids], (len(ids), self.shape[1]))
+
+
+class Q4_0Tensor(_NibbleTensor):
+    """w = d * (q - 8), 18 bytes per 32 weights (q4_0.py)."""
+
+    qtype, block_bytes = "Q4_0", 18
+    _dequantize_ref = staticmethod(dequantize_q4_0_ref)
+
+
+class Q4_1Tensor(_NibbleTensor):
+    """w = q * d + m, 20 bytes per 32 weights (q4_1.py). Read from GGUF files, losslessly."""
+
+    qtype, block_bytes = "Q4_1", 20
+    _dequantize_ref = staticmethod(dequantize_q4_1_ref)
+
+
+class Q8_0Tensor(QuantTensor):
+    """w = d * qs, 34 bytes per 32 weights (q8_0.py). The kernels read ggml's bytes as they are."""
+
+    qtype, block_bytes = "Q8_0", 34
+
+    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        if activations != "float":
+            raise ValueError(f"Q8_0 tensors support float activations only, got {activations!r}")
+        return kernels.matmul_q8_0_blocks(x, self._packed)
+
+    def take_rows(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        return dequantize_q8_0_ref(self._packed[ids], (len(ids), self.shape[1]))
+
+
+TENSOR_TYPES = {cls.qtype: cls for cls in (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor)}
+_QUANTIZERS = {"Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1, "Q8_0": quantize_q8_0}
+
+
+def _qtype(qtype: str) -> str:
+    """'q4_0' or 'Q4_0' -> 'Q4_0' (ggml spells them upper-case, file manifests often lower-case)."""
+    if str(qtype).upper() not in TENSOR_TYPES:
+        raise ValueError(f"unknown quantization type {qtype!r}; expected one of {sorted(TENSOR_TYPES)}")
+    return str(qtype).upper()
+
+
+def quantize(w: np.ndarray, qtype: str, name: str | None = None) -> QuantTensor:
+    """Quantize a float (out, in) weight into a ``QuantTensor`` of type "Q4_0", "Q4_1" or "Q8_0"."""
+    qtype = _qtype(qtype)
+    return TENSOR_TYPES[qtype](_QUANTIZERS[qtype](w, name=name), np.shape(w), name=name)
+
+
+def from_packed(qtype: str, packed: np.ndarray, shape: tuple[int, int], name: str | None = None) -> QuantTensor:
+    """Wrap existing ggml bytes (a GGUF tensor, a memory map) without copying them."""
+    return TENSOR_TYPES[_qtype(qtype)](packed, shape, name=name)
+
+
+def reconstruction_error(w: np.ndarray, q: QuantTensor) -> dict:
+    """Max and RMS of (dequantize(quantize(w)) - w), and the RMS relative to w's RMS."""
+    err = q.dequantize().astype(np.float64) - np.asarray(w, dtype=np.float64)
+    rms_w = float(np.sqrt(np.mean(np.square(w, dtype=np.float64))))
+    rms = float(np.sqrt(np.mean(err ** 2)))
+    return {"max": float(np.max(np.abs(err))), "rms": rms, "rel_rms": rms / rms_w if rms_w else 0.0}

@@ -1,0 +1,178 @@
+"""The Numba kernels (mistral_np.quant.kernels) against their NumPy twins, and the tensor API on top.
+
+Shapes are chosen to hit the awkward cases: row counts not a multiple of the 4-row step, the row
+groups or the 256-row prefill tile, and block counts not a multiple of the 64-block chunk.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, dequantize_q4_0_ref, dequantize_q4_1_ref,
+                              dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref, matmul_q8_0_ref,
+                              quantize, quantize_q4_0, quantize_q4_1, quantize_q8_0)
+from mistral_np.quant import kernels, layout
+
+EPS = np.finfo(np.float32).eps
+TWINS = {  # qtype: (quantize, ref dequantize, ref matmul, fast dequantize, fast matmul)
+    "Q4_0": (quantize_q4_0, dequantize_q4_0_ref, matmul_q4_0_ref, kernels.dequantize_q4_0, kernels.matmul_q4_0),
+    "Q4_1": (quantize_q4_1, dequantize_q4_1_ref, matmul_q4_1_ref, kernels.dequantize_q4_1, kernels.matmul_q4_1),
+    "Q8_0": (quantize_q8_0, dequantize_q8_0_ref, matmul_q8_0_ref, kernels.dequantize_q8_0, kernels.matmul_q8_0),
+}
+BLOCK_COUNTS = [1, 3, 18, 63, 64, 65, 130]  # in = 32 * blocks; 18 blocks = SmolLM2's 576
+
+
+def float32_bound(x, w_deq):
+    """What float32 rounding may do to x @ w.T: a few eps * sqrt(n) * sum |x||w|, per output."""
+    return 4 * EPS * np.sqrt(x.shape[1]) * (np.abs(x).astype(np.float64) @ np.abs(w_deq).astype(np.float64).T)
+
+
+def case(qtype, rows, blocks, t, seed):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((rows, blocks * 32)) * rng.uniform(0.01, 2)).astype(np.float32)
+    x = rng.standard_normal((t, blocks * 32)).astype(np.float32)
+    return w, x, TWINS[qtype][0](w)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 70), blocks=st.sampled_from(BLOCK_COUNTS), t=st.sampled_from([1, 1, 2, 7]),
+       seed=st.integers(0, 10 ** 6))
+def test_fast_twins_equal_reference(qtype, rows, blocks, t, seed):
+    w, x, packed = case(qtype, rows, blocks, t, seed)
+    _, deq_ref, mm_ref, deq_fast, mm_fast = TWINS[qtype]
+    wd = deq_ref(packed, w.shape)
+    np.testing.assert_array_equal(deq_fast(packed, w.shape), wd)  # same float32 operations, same bits
+    y_ref, y_fast = mm_ref(x, packed, w.shape), mm_fast(x, packed, w.shape)
+    assert y_fast.dtype == np.float32 and y_fast.shape == (t, rows)
+    y64 = x.astype(np.float64) @ wd.astype(np.float64).T
+    bound = float32_bound(x, wd) + 1e-30
+    assert np.all(np.abs(y_fast - y64) <= bound), np.max(np.abs(y_fast - y64) / bound)
+    assert np.all(np.abs(y_ref - y64) <= bound)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_prefill_t512_on_a_modest_matrix(qtype):
+    """T = 512 goes through the dequantized tiles and BLAS: 300 rows = one full 256-row tile + a ragged one."""
+    w, x, packed = case(qtype, 300, 65, 512, 1)
+    wd = TWINS[qtype][1](packed, w.shape)
+    y = from_packed(qtype, packed, w.shape).matmul(x)
+    y64 = x.astype(np.float64) @ wd.astype(np.float64).T
+    assert np.all(np.abs(y - y64) <= float32_bound(x, wd))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+@pytest.mark.parametrize("blocks", [1, 64, 130])
+def test_block_transposed_layout_round_trips(qtype, blocks):
+    w, _, packed = case(qtype, 5, blocks, 1, 2)
+    lay = layout.repack(packed, w.shape, qtype)
+    assert lay.nbytes == packed.nbytes  # the repacked copy costs exactly the file's bytes
+    np.testing.assert_array_equal(layout.unrepack(lay), packed)
+    if blocks >= 2:  # the docstring example: byte j of consecutive blocks sits together
+        head = {"Q4_0": 2, "Q4_1": 4}[qtype]
+        g = min(blocks, 64)
+        qs = packed.reshape(5, blocks, head + 16)[:, :, head:]
+        assert lay.qs[0, 1] == qs[0, 1, 0] and lay.qs[0, g] == qs[0, 0, 1]
+
+
+def int8_bound(x, w_deq):
+    """Q8_0 activations: |x - dx*xq| <= dx/2 per element (dx = block amax/127), plus float32 rounding."""
+    xb = x.reshape(x.shape[0], -1, 32).astype(np.float64)
+    half_step = np.repeat(np.abs(xb).max(axis=2) / 127 / 2, 32, axis=1)  # (T, in)
+    return half_step @ np.abs(w_deq).astype(np.float64).T * (1 + 1e-3) + float32_bound(x, w_deq)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 70), blocks=st.sampled_from(BLOCK_COUNTS), seed=st.integers(0, 10 ** 6))
+def test_int8_activations_within_documented_bound(qtype, rows, blocks, seed):
+    w, x, packed = case(qtype, rows, blocks, 1, seed)
+    x[0, :32] *= 100  # one loud block: its step is large, the others' are not
+    wd = TWINS[qtype][1](packed, w.shape)
+    y = TWINS[qtype][4](x, packed, w.shape, activations="int8")
+    y64 = x.astype(np.float64) @ wd.astype(np.float64).T
+    assert np.all(np.abs(y - y64) <= int8_bound(x, wd))
+
+
+def test_int8_activations_typical_error():
+    """The figure docs/quantization.md quotes: ~1e-3 of the output's RMS on a 4096-wide random row."""
+    w, x, packed = case("Q4_0", 256, 128, 1, 3)
+    t = Q4_0Tensor(packed, w.shape)
+    y_f, y_i = t.matmul(x), t.matmul(x, activations="int8")
+    rel = np.sqrt(np.mean((y_i - y_f) ** 2)) / np.sqrt(np.mean(y_f ** 2))
+    assert 1e-4 < rel < 1e-2
+
+
+def test_int8_wrapping_int16_sum_is_exact_at_the_extremes():
+    """|sum (q-8) xq| reaches 32 * 8 * 127 = 32512 with q = 0 and xq = -127: partial sums overflow int16."""
+    w = np.full((4, 64), -1.0, dtype=np.float32)  # every q = 0 (the -8 end), d = 1/8
+    x = np.full((1, 64), -1.0, dtype=np.float32)  # every xq = -127
+    w[1] = 1.0  # q = 15 everywhere but the max (positive max: d = -1/8)
+    x_mixed = x.copy()
+    x_mixed[0, ::2] = 1.0
+    for xx in (x, x_mixed):
+        packed = quantize_q4_0(w)
+        y = kernels.matmul_q4_0(xx, packed, w.shape, activations="int8")
+        np.testing.assert_allclose(y, matmul_q4_0_ref(xx, packed, w.shape), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls, qtype", [(Q4_0Tensor, "Q4_0"), (Q4_1Tensor, "Q4_1"), (Q8_0Tensor, "Q8_0")])
+def test_tensor_api(cls, qtype, tmp_path):
+    w, x, packed = case(qtype, 37, 65, 3, 4)
+    mm = np.memmap(tmp_path / "w.bin", dtype=np.uint8, mode="w+", shape=packed.shape)
+    mm[:] = packed
+    mm.flush()
+    t = from_packed(qtype.lower(), np.memmap(tmp_path / "w.bin", dtype=np.uint8, mode="r", shape=packed.shape),
+                    w.shape, name="blk.0.ffn_up")
+    assert isinstance(t, cls) and t.qtype == qtype and t.shape == w.shape and t.nbytes == packed.nbytes
+    wd = TWINS[qtype][1](packed, w.shape)
+    ids = np.array([36, 0, 5, 5])
+    np.testing.assert_array_equal(t.take_rows(ids), wd[ids])  # before repacking (ggml bytes)
+    y = t.matmul(x)
+    np.testing.assert_array_equal(t.take_rows(ids), wd[ids])  # after repacking (Q4: block-transposed)
+    np.testing.assert_array_equal(t.dequantize(), wd)
+    assert t.dequantize(np.float64).dtype == np.float64
+    np.testing.assert_array_equal(t.packed, packed)
+    assert np.all(np.abs(y - x.astype(np.float64) @ wd.astype(np.float64).T) <= float32_bound(x, wd))
+    np.testing.assert_allclose(t.matmul(x[:1]), y[:1], rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    assert "blk.0.ffn_up" in repr(t)
+
+
+def test_quantize_builds_tensors_and_refuses_bad_input():
+    w = np.random.default_rng(5).standard_normal((8, 64)).astype(np.float32)
+    assert isinstance(quantize(w, "Q4_0"), Q4_0Tensor) and isinstance(quantize(w, "q8_0"), Q8_0Tensor)
+    with pytest.raises(ValueError, match="unknown quantization type"):
+        quantize(w, "Q5_0")
+    t = quantize(w, "Q4_0", name="wq")
+    with pytest.raises(ValueError, match=r"\(T, 64\)"):
+        t.matmul(np.ones((2, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        t.matmul(np.ones((2, 64), dtype=np.float64))
+    with pytest.raises(ValueError, match="activations"):
+        t.matmul(np.ones((1, 64), dtype=np.float32), activations="int4")
+    with pytest.raises(ValueError, match="float activations only"):
+        quantize(w, "Q8_0").matmul(np.ones((1, 64), dtype=np.float32), activations="int8")
+    with pytest.raises(ValueError, match="'wq'.*bytes, expected"):
+        Q4_0Tensor(t.packed[:4], (8, 64), name="wq")
+
+
+def test_matmul_never_materializes_the_float_weight():
+    """A 4096 x 4096 Q4_0 weight is 9.4 MB, its float32 copy 67 MB: no NumPy-level full dequantization.
+    tracemalloc sees NumPy's and Numba's allocations: at most one ROW_TILE x 4096 float32 tile per thread."""
+    import numba
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    packed = rng.integers(0, 256, (4096, 128 * 18), dtype=np.uint8)
+    packed.reshape(4096, 128, 18)[:, :, 1] = 0x1C  # fp16 scales around 0.004
+    t = Q4_0Tensor(packed, (4096, 4096)).prepare()
+    x = rng.standard_normal((8, 4096)).astype(np.float32)
+    t.matmul(x), t.matmul(x[:1])  # compile / warm up
+    tracemalloc.start()
+    t.matmul(x[:1])
+    t.matmul(x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    tiles = numba.get_num_threads() * kernels.ROW_TILE * 4096 * 4
+    assert peak < tiles + 2 ** 20 < 4096 * 4096 * 4, peak
