@@ -37,6 +37,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--preset", default="mistral-7b-v0.1", choices=sorted(PRESETS))
     ap.add_argument("--layers", type=int, default=None, help="override the number of layers")
+    ap.add_argument("--hidden", type=int, default=None, help="override hidden_size (heads keep head_dim 128)")
+    ap.add_argument("--intermediate", type=int, default=None, help="override intermediate_size")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -44,6 +46,12 @@ def main():
     cfg = PRESETS[args.preset]
     if args.layers:
         cfg = cfg.replace(num_hidden_layers=args.layers)
+    if args.hidden:
+        heads = max(args.hidden // cfg.head_dim, 1)
+        cfg = cfg.replace(hidden_size=args.hidden, num_attention_heads=heads,
+                          num_key_value_heads=max(heads // cfg.n_rep, 1))
+    if args.intermediate:
+        cfg = cfg.replace(intermediate_size=args.intermediate)
     os.makedirs(args.out, exist_ok=True)
     shapes = expected_shapes(cfg)
     names = list(shapes)

@@ -1,0 +1,122 @@
+"""Quantized checkpoints: parity with transformers on gguf-py-dequantized weights, the file format read
+by independent readers, atomic writes, and the quality report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from conftest import F32_REL, ROOT, first_divergence
+from hf_reference import build_hf_model, hf_trace, load_hf, save_checkpoint, tiny_config
+import mistral_np
+from mistral_np.cli import main as cli_main
+from mistral_np.quantize import MANIFEST, WEIGHTS, quantize_checkpoint
+
+IDS = np.random.default_rng(0).integers(0, 100, 40)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("q")
+    cfg = tiny_config("mistral", hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                      head_dim=16, vocab_size=100, sliding_window=10)
+    src = str(root / "float")
+    save_checkpoint(build_hf_model(cfg, seed=21), src, "bfloat16")
+    out = {"src": src}
+    for qtype in ("q4_0", "q8_0"):
+        out[qtype] = str(root / qtype)
+        quantize_checkpoint(src, out[qtype], qtype=qtype, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+def test_quantized_model_equals_transformers_on_ggufpy_dequantized_weights(folders, qtype, tmp_path):
+    """Reference: gguf-py quantizes then dequantizes every matrix (lm_head Q8_0 with --type q4_0, as ours),
+    transformers runs those weights; our model runs the packed blocks with its kernels."""
+    hf = load_hf(folders["src"], torch.float32)
+    types = json.load(open(os.path.join(folders[qtype], MANIFEST)))["tensors"]
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            t = types[name]["type"]
+            if t != "f32":
+                g = getattr(gguf.GGMLQuantizationType, t.upper())
+                w = p.detach().numpy().astype(np.float32)
+                p.copy_(torch.from_numpy(gguf.dequantize(gguf.quantize(w, g), g).reshape(w.shape)))
+    ref = hf_trace(hf, IDS)
+    _, ours = mistral_np.load_model(folders[qtype]).forward(IDS, trace=True)
+    first_divergence(ours, ref, rel=F32_REL)
+
+
+def test_quantized_file_is_read_by_independent_readers(folders):
+    """safetensors reads our file; gguf-py dequantizes our blocks to what our dequantizer gives."""
+    packed = load_file(os.path.join(folders["q4_0"], WEIGHTS))
+    man = json.load(open(os.path.join(folders["q4_0"], MANIFEST)))
+    model = mistral_np.load_model(folders["q4_0"])
+    w = packed["model.layers.1.mlp.gate_proj.weight"]
+    assert w.dtype == np.uint8 and man["tensors"]["model.layers.1.mlp.gate_proj.weight"]["type"] == "q4_0"
+    theirs = gguf.dequantize(w, gguf.GGMLQuantizationType.Q4_0)
+    np.testing.assert_array_equal(model.params.layers[1].gate_proj.dequantize(), theirs)
+    assert man["float_tensors"] == sorted(n for n in man["tensors"] if n.endswith("layernorm.weight") or n == "model.norm.weight")
+    assert set(man["source"]["files"]) == {"model.safetensors"}
+
+
+def test_refuses_existing_destination_and_bad_type(folders):
+    with pytest.raises(ValueError, match="already exists"):
+        quantize_checkpoint(folders["src"], folders["q4_0"])
+    with pytest.raises(ValueError, match="unknown quantization type 'q3_k'"):
+        quantize_checkpoint(folders["src"], folders["q4_0"] + "x", qtype="q3_k")
+
+
+def test_interrupted_quantize_leaves_nothing_loadable(tmp_path):
+    """Kill a quantize midway (as soon as it starts writing weights): DST must not exist."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_checkpoint.py"), src,
+                    "--layers", "8", "--hidden", "512", "--intermediate", "2048", "--shards", "1"],
+                   check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mistral_np.cli", "quantize", src, dst], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, partial = time.time() + 120, []
+    while time.time() < deadline and proc.poll() is None:
+        partial = [f for f in os.listdir(tmp_path) if ".partial" in f]
+        if partial and os.path.exists(os.path.join(tmp_path, partial[0], WEIGHTS + ".tmp")):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial and not os.path.exists(os.path.join(tmp_path, partial[0], MANIFEST)), \
+        "the run finished before it was killed"
+    assert not os.path.exists(dst)
+    with pytest.raises((FileNotFoundError, ValueError)):
+        mistral_np.load_model(dst)
+    with pytest.raises(ValueError):
+        mistral_np.load_model(str(tmp_path / partial[0]))   # a partial folder has no manifest: refused
+
+
+def test_cli_quantize_with_report(tmp_path, capsys):
+    """End to end through the CLI on a model with Mistral's real tokenizer (vocab 32000)."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "q")
+    cfg = tiny_config("mistral", hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=1,
+                      head_dim=16, vocab_size=32000, sliding_window=16)
+    save_checkpoint(build_hf_model(cfg, seed=4), src, "float32")
+    import shutil
+    from make_random_checkpoint import mistral_common_tokenizer
+    shutil.copy(mistral_common_tokenizer(), os.path.join(src, "tokenizer.model"))
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 8)
+    assert cli_main(["quantize", src, dst, "--report", str(text), "--report-tokens", "64"]) == 0
+    out, err = capsys.readouterr()
+    assert "wrote" in err and "q4_0" in err
+    assert "quality on 64 tokens" in out and "top-1 agreement" in out
+    assert os.path.exists(os.path.join(dst, "tokenizer.model"))
+    assert mistral_np.load_model(dst).tokenizer.encode("Hello world") == [22557, 1526]
+    assert cli_main(["quantize", src, dst]) == 2           # exists: one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("mistral-np: error:") and "Traceback" not in err and err.count("\n") == 1
