@@ -9,9 +9,10 @@ Query head h reads KV head h // G (G = H / K): HF's ``repeat_kv`` order. We neve
 G times; instead the G query heads of one KV head are stacked into one matrix product:
 q (K, G*T, Dh) @ k^T (K, Dh, S) -> (K, G*T, S).
 
-With a ``cache`` (kv_cache.py) the new keys/values are stored first and attention runs over
-everything the cache returns, each key labelled by its absolute position, so the same mask
-function serves prefill, chunked prefill and decoding. Matches HF ``MistralAttention`` (eager/SDPA).
+With a ``cache`` (kv_cache.py) attention runs over everything ``cache.update`` returns (the cached
+keys plus the new ones; the cache decides whether it can store the new keys first), each key
+labelled by its absolute position, so the same mask function serves prefill, chunked prefill and
+decoding. Matches HF ``MistralAttention`` (eager/SDPA).
 
 next: mlp.py.
 """

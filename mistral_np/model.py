@@ -60,6 +60,7 @@ class Model:
                  source: str | None = None):
         self.config, self.params, self.dtype = config, params, np.dtype(dtype)
         self.tokenizer, self.source = tokenizer, source
+        self.last_stats = None  # GenerationStats of the last generate/chat call (generate.py)
 
     def _check_ids(self, token_ids) -> np.ndarray:
         ids = np.asarray(token_ids)
@@ -78,6 +79,25 @@ class Model:
         tr = {} if trace else None
         logits = forward(self.params, self.config, ids, dtype=self.dtype, trace=tr)
         return (logits, tr) if trace else logits
+
+    def generate(self, prompt, **kwargs):
+        """Generator of text pieces continuing ``prompt`` (a string, encoded with BOS, or a list of ids used
+        as given). Keywords: max_new_tokens=256, temperature=0.0 (greedy), top_k=0, top_p=1.0,
+        repetition_penalty=1.0, seed=None, stop=None (strings), stop_ids=None (EOS), chunk_size=None (W).
+        Counts and timings afterwards in ``self.last_stats``. See generate.py."""
+        from .generate import generate_text
+        return generate_text(self, prompt, **kwargs)
+
+    def generate_ids(self, prompt_ids, **kwargs):
+        """Generator of new token ids (no tokenizer needed); same keywords as ``generate`` except ``stop``."""
+        from .generate import generate_ids
+        return generate_ids(self, prompt_ids, **kwargs)
+
+    def chat(self, messages, fmt=None, **kwargs):
+        """Generator of the next answer's text pieces for ``[{"role", "content"}, ...]``, encoded with the
+        tokenizer's chat template if it has one, else Mistral's format (chat.py); keywords as ``generate``."""
+        from .generate import generate_chat
+        return generate_chat(self, messages, fmt=fmt, **kwargs)
 
     def __repr__(self):
         c = self.config
