@@ -3,6 +3,8 @@
     mistral-np info PATH [--check]      what a checkpoint is, the config values ports get wrong, tensors
     mistral-np generate MODEL "prompt"  stream a continuation (cli_generate.py)
     mistral-np chat MODEL               multi-turn chat (cli_generate.py)
+    mistral-np embed MODEL              embeddings of texts, one per line, to .npy (cli_embed.py)
+    mistral-np similarity MODEL --query Q DOC ...   documents ranked by cosine (cli_embed.py)
     mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint, streamed
 
 User errors (a bad file, a bad argument) print one line ``mistral-np: error: ...`` and exit 2, with no
@@ -135,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quantize)
     from .cli_generate import add_generate_commands
     add_generate_commands(sub)
+    from .cli_embed import add_embed_commands
+    add_embed_commands(sub)
     return ap
 
 
