@@ -29,6 +29,8 @@ def add_generate_commands(sub) -> None:
     p = sub.add_parser("chat", help="interactive multi-turn chat (/reset clears history, /exit or Ctrl-D leaves)")
     p.add_argument("model", help="model folder or file (anything load_model accepts)")
     p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("-m", "--message", default=None,
+                   help="answer this one user message and exit (no interactive session)")
     p.add_argument("--format", dest="fmt", default=None, choices=["template", "mistral-v1", "mistral-v3"],
                    help="chat format (default: the tokenizer's chat template, else Mistral's format for it)")
     _sampling_options(p, temperature=0.7)
@@ -92,6 +94,13 @@ def cmd_chat(args) -> int:
     model = _load(args)
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
+    if args.message is not None:                        # one-shot: a single turn, then leave
+        if not args.message.strip():
+            raise ValueError("--message is empty")
+        _stream(model.chat(system + [{"role": "user", "content": args.message}], fmt=args.fmt, **options))
+        print()
+        print(model.last_stats.summary(), file=sys.stderr)
+        return 0
     interactive = sys.stdin.isatty()
     while True:
         try:

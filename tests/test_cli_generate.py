@@ -65,6 +65,16 @@ def test_chat_with_piped_stdin(folder, capsys, monkeypatch):
     assert err.count("\nprompt: ") + err.startswith("prompt: ") == 3 and "(history cleared)" in err
 
 
+def test_chat_one_shot_message(folder, capsys):
+    assert main(["chat", folder, "-m", "Hi", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    out, err = capsys.readouterr()
+    model = mistral_np.load_model(folder)
+    assert out == "".join(model.chat([{"role": "user", "content": "Hi"}], max_new_tokens=6)) + "\n"
+    assert len(err.strip().splitlines()) == 1 and "generated:" in err
+    assert main(["chat", folder, "--message", "  "]) == 2
+    assert "--message is empty" in capsys.readouterr().err
+
+
 def test_chat_exit_command(folder, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("/exit\nHi\n"))
     assert main(["chat", folder]) == 0
