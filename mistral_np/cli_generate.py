@@ -81,6 +81,7 @@ def cmd_generate(args) -> int:
     text = _stream(pieces)
     if not text.endswith("\n"):
         print()
+    sys.stdout.flush()
     print(model.last_stats.summary(), file=sys.stderr)
     return 0
 
@@ -98,7 +99,7 @@ def cmd_chat(args) -> int:
         if not args.message.strip():
             raise ValueError("--message is empty")
         _stream(model.chat(system + [{"role": "user", "content": args.message}], fmt=args.fmt, **options))
-        print()
+        print(flush=True)
         print(model.last_stats.summary(), file=sys.stderr)
         return 0
     interactive = sys.stdin.isatty()
@@ -129,7 +130,7 @@ def cmd_chat(args) -> int:
         except ValueError as e:                         # e.g. the conversation outgrew the context
             print(f"mistral-np: error: {e} (this turn is not kept; /reset starts over)", file=sys.stderr)
             continue
-        print()
+        print(flush=True)
         print(model.last_stats.summary(), file=sys.stderr)
         if answer.strip():
             history += [{"role": "user", "content": line}, {"role": "assistant", "content": answer}]
