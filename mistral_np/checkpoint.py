@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -158,6 +159,10 @@ def _materialize(named: dict, cfg: MistralConfig, dtype, permute: bool) -> dict:
     dtype = np.dtype(dtype)
     total = sum(int(np.prod(st.shape(k))) for st, k in named.values()) * dtype.itemsize
     eager = total <= _available_bytes() // 2
+    if not eager:
+        warnings.warn(f"the weights in {np.dtype(dtype).name} would take {total / 1e9:.1f} GB, more than half the "
+                      "memory available: each matrix is converted when used (slow). For speed, quantize the "
+                      "checkpoint: mistral-np quantize SRC DST", stacklevel=3)
     out = {}
     for name, (st, key) in named.items():
         raw, sd = st.raw(key), st.dtype(key)
