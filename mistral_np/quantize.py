@@ -24,7 +24,6 @@ next: quant/q4_0.py (the block format) and quant/kernels.py (the matmuls).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ import numpy as np
 
 from .checkpoint import open_checkpoint
 from .config import ConfigError, from_hf_dict, read_json
+from .fetch import sha256_of
 from .params import build_params, expected_shapes
 from .rope import permute_to_half_split
 from .safetensors_io import SafetensorsFile, WeightsError, to_dtype, write_streaming
@@ -57,14 +57,6 @@ def packed_shape(shape: tuple, t: str) -> tuple:
         return tuple(shape)
     n, nbytes = BLOCK[t]
     return (shape[0], shape[1] // n * nbytes)
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _quantizer(t: str):
@@ -116,7 +108,7 @@ def quantize_checkpoint(src: str, dst: str, qtype: str = "q4_0", progress: bool 
             "format": FORMAT, "format_version": FORMAT_VERSION, "qtype": qtype,
             "tensors": {n: {"type": types[n], "shape": list(named[n][0].shape(named[n][1]))} for n in named},
             "float_tensors": sorted(n for n in named if types[n] == "f32"),
-            "source": {"format": fmt, "files": {os.path.basename(p): _sha256(p) for p in source_files}},
+            "source": {"format": fmt, "files": {os.path.basename(p): sha256_of(p) for p in source_files}},
             "seconds": round(time.time() - t0, 1),
         }
         with open(os.path.join(tmp, MANIFEST), "w") as f:
