@@ -116,7 +116,18 @@ def test_cli_quantize_with_report(tmp_path, capsys):
     assert "wrote" in err and "q4_0" in err
     assert "quality on 64 tokens" in out and "top-1 agreement" in out
     assert os.path.exists(os.path.join(dst, "tokenizer.model"))
-    assert mistral_np.load_model(dst).tokenizer.encode("Hello world") == [22557, 1526]
+    quant = mistral_np.load_model(dst)
+    assert quant.tokenizer.encode("Hello world") == [22557, 1526]
+    # generate, chat and embed run on the quantized folder unchanged
+    float_model = mistral_np.load_model(src)
+    text = "".join(quant.generate("Hello", max_new_tokens=8))
+    assert quant.last_stats.generated_tokens >= 1 and isinstance(text, str)
+    assert "".join(quant.chat([{"role": "user", "content": "Hi"}], max_new_tokens=4, temperature=0)) is not None
+    e_q = mistral_np.load_embedder(dst, preset="e5-mistral").encode(["a text", "another one"])
+    e_f = mistral_np.load_embedder(src, preset="e5-mistral").encode(["a text", "another one"])
+    # random weights at this scale are hard on 4 bits; real-weight agreement is in docs/performance.md
+    assert e_q.shape == e_f.shape == (2, 64) and np.all(np.sum(e_q * e_f, axis=1) > 0.5)
+    assert float_model.forward([1, 2, 3]).shape == quant.forward([1, 2, 3]).shape
     assert cli_main(["quantize", src, dst]) == 2           # exists: one line, no traceback
     err = capsys.readouterr().err
     assert err.startswith("mistral-np: error:") and "Traceback" not in err and err.count("\n") == 1
