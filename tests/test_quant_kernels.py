@@ -1,7 +1,7 @@
 """The Numba kernels (mistral_np.quant.kernels) against their NumPy twins, and the tensor API on top.
 
-Shapes are chosen to hit the awkward cases: row counts not a multiple of the 4-row step, the row
-groups or the 256-row prefill tile, and block counts not a multiple of the 64-block chunk.
+Shapes are chosen to hit the awkward cases: row counts not a multiple of the row groups or the
+256-row prefill tile, and block counts not a multiple of the layout's 8-block group (the tail).
 """
 
 import numpy as np
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, dequantize_q4_0_ref, dequantize_q4_1_ref,
-                              dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref, matmul_q8_0_ref,
-                              quantize, quantize_q4_0, quantize_q4_1, quantize_q8_0)
+from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_activations, dequantize_q4_0_ref,
+                              dequantize_q4_1_ref, dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref,
+                              matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1, quantize_q8_0)
 from mistral_np.quant import kernels, layout
 
 EPS = np.finfo(np.float32).eps
@@ -63,17 +63,19 @@ def test_prefill_t512_on_a_modest_matrix(qtype):
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
-@pytest.mark.parametrize("blocks", [1, 64, 130])
-def test_block_transposed_layout_round_trips(qtype, blocks):
+@pytest.mark.parametrize("blocks", [1, 8, 18, 130])
+def test_interleaved_layout_round_trips(qtype, blocks):
     w, _, packed = case(qtype, 5, blocks, 1, 2)
     lay = layout.repack(packed, w.shape, qtype)
     assert lay.nbytes == packed.nbytes  # the repacked copy costs exactly the file's bytes
     np.testing.assert_array_equal(layout.unrepack(lay), packed)
-    if blocks >= 2:  # the docstring example: byte j of consecutive blocks sits together
-        head = {"Q4_0": 2, "Q4_1": 4}[qtype]
-        g = min(blocks, 64)
-        qs = packed.reshape(5, blocks, head + 16)[:, :, head:]
-        assert lay.qs[0, 1] == qs[0, 1, 0] and lay.qs[0, g] == qs[0, 0, 1]
+    head = {"Q4_0": 2, "Q4_1": 4}[qtype]
+    qs = packed.reshape(5, blocks, head + 16)[:, :, head:]
+    nv = blocks // 8 * 8
+    if nv:  # the docstring's picture: bytes 0-3 of blocks 0..7, then bytes 4-7 of blocks 0..7, ...
+        assert lay.qs[0, 3] == qs[0, 0, 3] and lay.qs[0, 4] == qs[0, 1, 0] and lay.qs[0, 32] == qs[0, 0, 4]
+        assert lay.qs[0, 127] == qs[0, 7, 15]
+    np.testing.assert_array_equal(lay.qs[:, nv * 16:], qs[:, nv:].reshape(5, -1))  # the tail keeps ggml's order
 
 
 def int8_bound(x, w_deq):
@@ -83,7 +85,7 @@ def int8_bound(x, w_deq):
     return half_step @ np.abs(w_deq).astype(np.float64).T * (1 + 1e-3) + float32_bound(x, w_deq)
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
 @settings(max_examples=30, deadline=None)
 @given(rows=st.integers(1, 70), blocks=st.sampled_from(BLOCK_COUNTS), seed=st.integers(0, 10 ** 6))
 def test_int8_activations_within_documented_bound(qtype, rows, blocks, seed):
@@ -95,17 +97,18 @@ def test_int8_activations_within_documented_bound(qtype, rows, blocks, seed):
     assert np.all(np.abs(y - y64) <= int8_bound(x, wd))
 
 
-def test_int8_activations_typical_error():
-    """The figure docs/quantization.md quotes: ~1e-3 of the output's RMS on a 4096-wide random row."""
-    w, x, packed = case("Q4_0", 256, 128, 1, 3)
-    t = Q4_0Tensor(packed, w.shape)
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_int8_activations_typical_error(qtype):
+    """The figure docs/quantization.md quotes: ~5e-3 of the output's RMS on a 4096-wide random row."""
+    w, x, packed = case(qtype, 256, 128, 1, 3)
+    t = from_packed(qtype, packed, w.shape)
     y_f, y_i = t.matmul(x), t.matmul(x, activations="int8")
     rel = np.sqrt(np.mean((y_i - y_f) ** 2)) / np.sqrt(np.mean(y_f ** 2))
     assert 1e-4 < rel < 1e-2
 
 
-def test_int8_wrapping_int16_sum_is_exact_at_the_extremes():
-    """|sum (q-8) xq| reaches 32 * 8 * 127 = 32512 with q = 0 and xq = -127: partial sums overflow int16."""
+def test_int8_block_sums_are_exact_at_the_extremes():
+    """|sum (q-8) xq| reaches 32 * 8 * 127 = 32512 with q = 0 and xq = -127 (int16's edge, int32 here)."""
     w = np.full((4, 64), -1.0, dtype=np.float32)  # every q = 0 (the -8 end), d = 1/8
     x = np.full((1, 64), -1.0, dtype=np.float32)  # every xq = -127
     w[1] = 1.0  # q = 15 everywhere but the max (positive max: d = -1/8)
@@ -130,7 +133,7 @@ def test_tensor_api(cls, qtype, tmp_path):
     ids = np.array([36, 0, 5, 5])
     np.testing.assert_array_equal(t.take_rows(ids), wd[ids])  # before repacking (ggml bytes)
     y = t.matmul(x)
-    np.testing.assert_array_equal(t.take_rows(ids), wd[ids])  # after repacking (Q4: block-transposed)
+    np.testing.assert_array_equal(t.take_rows(ids), wd[ids])  # after repacking (Q4: interleaved)
     np.testing.assert_array_equal(t.dequantize(), wd)
     assert t.dequantize(np.float64).dtype == np.float64
     np.testing.assert_array_equal(t.packed, packed)
@@ -151,8 +154,8 @@ def test_quantize_builds_tensors_and_refuses_bad_input():
         t.matmul(np.ones((2, 64), dtype=np.float64))
     with pytest.raises(ValueError, match="activations"):
         t.matmul(np.ones((1, 64), dtype=np.float32), activations="int4")
-    with pytest.raises(ValueError, match="float activations only"):
-        quantize(w, "Q8_0").matmul(np.ones((1, 64), dtype=np.float32), activations="int8")
+    with pytest.raises(ValueError, match="activations"):
+        quantize(w, "Q8_0").matmul(np.ones((1, 64), dtype=np.float32), activations="int4")
     with pytest.raises(ValueError, match="'wq'.*bytes, expected"):
         Q4_0Tensor(t.packed[:4], (8, 64), name="wq")
 
@@ -176,3 +179,82 @@ def test_matmul_never_materializes_the_float_weight():
     tracemalloc.stop()
     tiles = numba.get_num_threads() * kernels.ROW_TILE * 4096 * 4
     assert peak < tiles + 2 ** 20 < 4096 * 4096 * 4, peak
+
+
+def test_int8_q8_0_extremes_are_exact():
+    """q = +-127 against xq = +-127: the |q| * sign trick and the int32 lanes keep every block sum exact."""
+    w = np.where(np.arange(64) % 3 == 0, -1.0, 1.0).astype(np.float32)[None, :].repeat(3, axis=0)
+    w[2] = -1.0
+    x = np.where(np.arange(64) % 2 == 0, -1.0, 1.0).astype(np.float32)[None, :]
+    packed = quantize_q8_0(w)
+    y = kernels.matmul_q8_0(x, packed, w.shape, activations="int8")
+    np.testing.assert_allclose(y, matmul_q8_0_ref(x, packed, w.shape), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["vnni", "avx2", "generic"])
+def test_every_dpbusd_lowering_agrees(mode):
+    """simd.dpbusd's three lowerings, JIT-compiled by llvmlite for this CPU, against NumPy.
+    A lowering this CPU cannot run (vnni without VNNI, avx2 without AVX2) is skipped."""
+    import ctypes
+
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    from mistral_np.quant import simd
+
+    host = llvm.get_host_cpu_features().flatten()
+    if simd.dot_mode(host) == "generic" and mode != "generic" or simd.dot_mode(host) == "avx2" and mode == "vnni":
+        pytest.skip(f"this CPU cannot run the {mode} lowering")
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    mod = ir.Module()
+    p8, p32 = ir.IntType(8).as_pointer(), ir.IntType(32).as_pointer()
+    fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), [p32, p8, p8]), "dot")
+    b = ir.IRBuilder(fn.append_basic_block())
+    vp = lambda p, t: b.bitcast(p, t.as_pointer())  # noqa: E731
+    acc = b.load(vp(fn.args[0], simd._V8I32), align=1)
+    u, s_ = (b.load(vp(a, simd._V32I8), align=1) for a in fn.args[1:])
+    b.store(simd.emit_dpbusd(b, acc, u, s_, mode), vp(fn.args[0], simd._V8I32), align=1)
+    b.ret_void()
+    tm = llvm.Target.from_default_triple().create_target_machine(cpu=llvm.get_host_cpu_name(), features=host)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(mod)), tm)
+    engine.finalize_object()
+    dot = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(engine.get_function_address("dot"))
+    rng = np.random.default_rng(7)
+    for hi in (16, 129):  # nibbles, and |q| up to 128 (Q8_0's abs)
+        acc = rng.integers(-10 ** 6, 10 ** 6, 8).astype(np.int32)
+        u = rng.integers(0, hi, 32).astype(np.uint8)
+        s8 = rng.integers(-127, 128, 32).astype(np.int8)
+        u[:4], s8[:4] = hi - 1, 127  # the largest pair sums
+        want = acc + (u.astype(np.int32) * s8).reshape(8, 4).sum(axis=1)
+        dot(acc.ctypes.data, u.ctypes.data, s8.ctypes.data)
+        np.testing.assert_array_equal(acc, want)
+
+
+def test_decode_activations_context_selects_int8_for_single_rows_only():
+    for qtype in ("Q4_0", "Q4_1", "Q8_0"):
+        w, x, packed = case(qtype, 40, 65, 3, 8)
+        t = from_packed(qtype, packed, w.shape)
+        y_float, y_int8 = t.matmul(x[:1], activations="float"), t.matmul(x[:1], activations="int8")
+        assert not np.array_equal(y_float, y_int8)
+        np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # default: float
+        with decode_activations("int8"):
+            np.testing.assert_array_equal(t.matmul(x[:1]), y_int8)  # T == 1: int8
+            np.testing.assert_array_equal(t.matmul(x[:1], activations="float"), y_float)  # explicit wins
+            np.testing.assert_array_equal(t.matmul(x), t.matmul(x, activations="float"))  # prefill: float
+        np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # restored on exit
+    with pytest.raises(ValueError, match="decode activations"):
+        with decode_activations("int4"):
+            pass
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("activations", ["float", "int8"])
+def test_parallel_and_serial_decode_agree(qtype, activations, monkeypatch):
+    """Small weights run on the calling thread, large ones in row groups: the same rows, the same bits."""
+    w, x, packed = case(qtype, 203, 18, 1, 9)  # 18 blocks: two 8-block groups and a 2-block tail
+    t = from_packed(qtype, packed, w.shape)
+    monkeypatch.setattr(kernels, "SERIAL_BYTES", 0)
+    y_par = t.matmul(x, activations=activations)
+    monkeypatch.setattr(kernels, "SERIAL_BYTES", 1 << 40)
+    np.testing.assert_array_equal(t.matmul(x, activations=activations), y_par)

@@ -1,26 +1,26 @@
-"""The block-transposed layout the fast kernels read: ggml's nibbles, reordered once at load time.
+"""The interleaved layout the decode kernels read: ggml's nibbles, reordered once at load time.
 
-In a ggml row the 16 nibble bytes of a block sit together, so a SIMD lane would have to walk along
-one block. We reorder each row so that *byte j of 64 consecutive blocks* is contiguous: a vector
-lane is then one block, each lane keeps its own partial sum, and nothing is summed across lanes
-until the end of the row (PERF.md, "Layout LLVM can vectorize"). Scales move to their own array.
+The x86 dot-product instruction the int8 kernel uses (``vpdpbusd``, simd.py) sums *4 adjacent bytes*
+into one int32 lane. So we reorder each row so that a 32-byte vector holds 4 consecutive nibble bytes
+of 8 consecutive blocks: lane b is block b, with its own scale, and nothing is summed across lanes
+until the end of the row. Scales move to their own arrays (fp16 bits, unchanged).
 
-A row of nb blocks is cut into chunks of G = 64 blocks (the last chunk has g = nb mod 64 blocks if
-nb is not a multiple of 64). Inside a chunk starting at block c*G, of width g::
+A row of nb blocks is cut into groups of V = 8 blocks; the nb mod 8 blocks left at the end (the
+"tail") keep ggml's order. Inside the group starting at block 8c, byte j = 4g + k of block 8c + b is at
 
-    ggml row:        [d0 qs0[0..15]] [d1 qs1[0..15]] ... [d63 qs63[0..15]] [d64 ...
-    transposed qs:   qs0[0] qs1[0] ... qs63[0]  qs0[1] qs1[1] ... qs63[1]  ...  qs0[15] ... qs63[15]
-                     |------ byte 0 of g blocks -----|------ byte 1 ------|       |---- byte 15 ----|
-                     position in the row: c*G*16 + j*g + b   holds   byte j of block c*G + b
-    scales d:        d0 d1 ... d63 d64 ...   (fp16 kept as raw uint16 bits; Q4_1 also has m)
+    position c*128 + g*32 + b*4 + k        (g = 0..3: which 4 bytes, b = 0..7: block, k = 0..3)
 
-Example, nb = 2 blocks (in = 64), so one chunk of width g = 2: the row's 32 qs bytes become
-``A[0] B[0] A[1] B[1] ... A[15] B[15]`` for blocks A and B.
+    ggml row:   [d0 A0 A1 ... A15] [d1 B0 ... B15] ... [d7 H0 ... H15] [d8 ...
+    qs row:     A0 A1 A2 A3 B0 B1 B2 B3 ... H0 H1 H2 H3 | A4..A7 B4..B7 ... | ... | A12..A15 ... H15 | next
+                |------------ g = 0: 32 bytes --------| g = 1             |     | g = 3
+    tail:       byte j of tail block t at nb8*16 + t*16 + j   (nb8 = nb - nb mod 8)
+    scales d:   d0 d1 ... (fp16 kept as raw uint16 bits; Q4_1 also has m)
 
-The same bytes, the same fp16 scales: this costs exactly the memory of the file, and the ggml bytes
-can be rebuilt from it (``unrepack``), so a tensor keeps one copy, not two.
+Byte j holds element j (low nibble) and element j + 16 (high nibble), as in ggml. The same bytes,
+the same fp16 scales: the layout costs exactly the file's memory, and ``unrepack`` rebuilds the ggml
+bytes, so a tensor keeps one copy, not two. Activations are reordered to match (decode.py).
 
-next: kernels.py (the Numba kernels that read it).
+next: simd.py, decode.py (the kernels that read it).
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-G = 64  # blocks per chunk: one SIMD lane per block
+V = 8  # blocks per vector group: one int32 lane per block in a 256-bit vector
 
 
 @dataclass
 class NibbleLayout:
-    """A Q4_0 or Q4_1 weight in the block-transposed layout. w = d * (q - offset) [+ m]."""
+    """A Q4_0 or Q4_1 weight in the interleaved layout. w = d * (q - offset) [+ m]."""
 
-    qs: np.ndarray  # (out, nb*16) uint8, transposed as drawn above
+    qs: np.ndarray  # (out, nb*16) uint8, interleaved as drawn above
     d: np.ndarray  # (out, nb) uint16: fp16 bits of the scales
     m: np.ndarray | None  # (out, nb) uint16 fp16 bits of the minimums (Q4_1), else None
     offset: int  # 8 for Q4_0, 0 for Q4_1
@@ -46,29 +46,20 @@ class NibbleLayout:
         return self.qs.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes)
 
 
-def transpose_chunks(qs: np.ndarray) -> np.ndarray:
-    """(out, nb, 16) block bytes -> (out, nb*16) transposed layout (full chunks, then the ragged one)."""
-    out_dim, nb, k = qs.shape
-    full = nb // G * G
-    parts = []
-    if full:
-        parts.append(qs[:, :full].reshape(out_dim, full // G, G, k).transpose(0, 1, 3, 2).reshape(out_dim, full * k))
-    if nb > full:
-        parts.append(qs[:, full:].transpose(0, 2, 1).reshape(out_dim, (nb - full) * k))
-    return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
+def interleave(qs: np.ndarray) -> np.ndarray:
+    """(out, nb, 16) ggml block bytes -> (out, nb*16) interleaved layout (groups of V blocks, then the tail)."""
+    out_dim, nb, _ = qs.shape
+    nv = nb // V * V
+    groups = qs[:, :nv].reshape(out_dim, nv // V, V, 4, 4).transpose(0, 1, 3, 2, 4).reshape(out_dim, nv * 16)
+    return np.ascontiguousarray(np.concatenate([groups, qs[:, nv:].reshape(out_dim, (nb - nv) * 16)], axis=1))
 
 
-def untranspose_chunks(qt: np.ndarray, k: int = 16) -> np.ndarray:
-    """Inverse of ``transpose_chunks``.  (out, nb*k) -> (out, nb, k)"""
-    out_dim = qt.shape[0]
-    nb = qt.shape[1] // k
-    full = nb // G * G
-    parts = []
-    if full:
-        parts.append(qt[:, :full * k].reshape(out_dim, full // G, k, G).transpose(0, 1, 3, 2).reshape(out_dim, full, k))
-    if nb > full:
-        parts.append(qt[:, full * k:].reshape(out_dim, k, nb - full).transpose(0, 2, 1))
-    return np.concatenate(parts, axis=1) if len(parts) > 1 else np.ascontiguousarray(parts[0])
+def deinterleave(qt: np.ndarray) -> np.ndarray:
+    """Inverse of ``interleave``.  (out, nb*16) -> (out, nb, 16)"""
+    out_dim, nb = qt.shape[0], qt.shape[1] // 16
+    nv = nb // V * V
+    groups = qt[:, :nv * 16].reshape(out_dim, nv // V, 4, V, 4).transpose(0, 1, 3, 2, 4).reshape(out_dim, nv, 16)
+    return np.concatenate([groups, qt[:, nv * 16:].reshape(out_dim, nb - nv, 16)], axis=1)
 
 
 def repack(packed: np.ndarray, shape: tuple[int, int], qtype: str) -> NibbleLayout:
@@ -79,7 +70,7 @@ def repack(packed: np.ndarray, shape: tuple[int, int], qtype: str) -> NibbleLayo
     blocks = packed.reshape(out_dim, nb, head + 16)
     d = np.ascontiguousarray(np.ascontiguousarray(blocks[:, :, 0:2]).view(np.uint16)[:, :, 0])  # (out, nb)
     m = np.ascontiguousarray(np.ascontiguousarray(blocks[:, :, 2:4]).view(np.uint16)[:, :, 0]) if qtype == "Q4_1" else None
-    lay = NibbleLayout(transpose_chunks(blocks[:, :, head:]), d, m, 8 if qtype == "Q4_0" else 0)
+    lay = NibbleLayout(interleave(blocks[:, :, head:]), d, m, 8 if qtype == "Q4_0" else 0)
     assert lay.nbytes == packed.nbytes
     return lay
 
@@ -90,5 +81,5 @@ def unrepack(lay: NibbleLayout) -> np.ndarray:
     fields = [lay.d.view(np.uint8).reshape(out_dim, nb, 2)]
     if lay.m is not None:
         fields.append(lay.m.view(np.uint8).reshape(out_dim, nb, 2))
-    fields.append(untranspose_chunks(lay.qs))
+    fields.append(deinterleave(lay.qs))
     return np.concatenate(fields, axis=2).reshape(out_dim, -1)

@@ -5,18 +5,25 @@
 with the model. Each tensor holds its ggml bytes (``packed``, possibly a slice of a memory-mapped
 GGUF file) and its logical (out, in) shape; ``matmul`` never builds a float copy of the weight.
 
-Q4_0 and Q4_1 tensors move to the block-transposed layout (layout.py) on their first ``matmul``
+Q4_0 and Q4_1 tensors move to the interleaved layout (layout.py) on their first ``matmul``
 (or on ``prepare()``) and then *drop* the ggml bytes: the layout holds the same bytes in another
 order, so memory stays at the file's size, and ``packed`` rebuilds the ggml bytes when asked.
 
     w = quantize(np.random.randn(64, 128).astype(np.float32), "Q4_0", name="demo")
     y = w.matmul(x)                       # (T, 128) -> (T, 64), float activations
-    y = w.matmul(x, activations="int8")   # decode only: Q8_0 activations, faster, ~1e-3 rel. error
+    y = w.matmul(x, activations="int8")   # decode only: Q8_0 activations, 2-4x faster, ~5e-3 rel. error
+    with decode_activations("int8"):      # what generation's decode step does: every matmul(x) of a
+        y = w.matmul(x[:1])               # single row (T == 1) without an explicit choice uses int8
+
+``model.forward(ids)`` never enters ``decode_activations``, so it always runs on float activations.
 
 next: kernels.py for the speed, q4_0.py for the definition.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import numpy as np
 
@@ -25,6 +32,31 @@ from .common import Q, check_packed
 from .q4_0 import dequantize_q4_0_ref, quantize_q4_0
 from .q4_1 import dequantize_q4_1_ref, quantize_q4_1
 from .q8_0 import dequantize_q8_0_ref, quantize_q8_0
+
+
+_DECODE_ACTIVATIONS = contextvars.ContextVar("decode_activations", default="float")
+
+
+@contextlib.contextmanager
+def decode_activations(mode: str):
+    """Inside the block, ``matmul(x)`` with T == 1 and no explicit ``activations`` uses ``mode``.
+
+    ``mode`` is "float" or "int8". Prefill (T > 1) and explicit ``activations=...`` are unaffected.
+    """
+    if mode not in ("float", "int8"):
+        raise ValueError(f"decode activations must be 'float' or 'int8', got {mode!r}")
+    token = _DECODE_ACTIVATIONS.set(mode)
+    try:
+        yield
+    finally:
+        _DECODE_ACTIVATIONS.reset(token)
+
+
+def _activations(x: np.ndarray, activations: str | None) -> str:
+    """An explicit choice wins; otherwise float, or the ``decode_activations`` mode for a single row."""
+    if activations is not None:
+        return activations
+    return _DECODE_ACTIVATIONS.get() if np.ndim(x) == 2 and np.shape(x)[0] == 1 else "float"
 
 
 class QuantTensor:
@@ -47,8 +79,12 @@ class QuantTensor:
     def nbytes(self) -> int:
         return self.shape[0] * self.shape[1] // Q * self.block_bytes
 
-    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
-        """y = x @ w.T.  (T, in) float32 -> (T, out) float32"""
+    def matmul(self, x: np.ndarray, activations: str | None = None) -> np.ndarray:
+        """y = x @ w.T.  (T, in) float32 -> (T, out) float32
+
+        ``activations``: "float" (the parity path), "int8" (decode only: x quantized to Q8_0), or None:
+        "float" unless inside ``decode_activations(...)`` with T == 1.
+        """
         raise NotImplementedError
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
@@ -64,7 +100,7 @@ class QuantTensor:
 
 
 class _NibbleTensor(QuantTensor):
-    """Q4_0 / Q4_1: kept in ggml bytes until the first matmul, then in the block-transposed layout."""
+    """Q4_0 / Q4_1: kept in ggml bytes until the first matmul, then in the interleaved layout."""
 
     _dequantize_ref = None
 
@@ -83,8 +119,8 @@ class _NibbleTensor(QuantTensor):
     def packed(self) -> np.ndarray:
         return self._packed if self._packed is not None else layout.unrepack(self._layout)
 
-    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
-        return kernels.matmul_nibbles(x, self.prepare()._layout, activations)
+    def matmul(self, x: np.ndarray, activations: str | None = None) -> np.ndarray:
+        return kernels.matmul_nibbles(x, self.prepare()._layout, _activations(x, activations))
 
     def take_rows(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -112,10 +148,8 @@ class Q8_0Tensor(QuantTensor):
 
     qtype, block_bytes = "Q8_0", 34
 
-    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
-        if activations != "float":
-            raise ValueError(f"Q8_0 tensors support float activations only, got {activations!r}")
-        return kernels.matmul_q8_0_blocks(x, self._packed)
+    def matmul(self, x: np.ndarray, activations: str | None = None) -> np.ndarray:
+        return kernels.matmul_q8_0_blocks(x, self._packed, _activations(x, activations))
 
     def take_rows(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
