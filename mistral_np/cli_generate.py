@@ -47,12 +47,14 @@ def _sampling_options(p, temperature: float) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable; not printed)")
     p.add_argument("--chunk-size", type=int, default=None, help="prompt tokens per prefill step (default W)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--decode-activations", choices=["int8", "float"], default="int8",
+                   help="quantized models: int8 activations in decode steps (fast, default) or float (exact)")
 
 
 def _options(args) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
-                chunk_size=args.chunk_size)
+                chunk_size=args.chunk_size, decode_activations=args.decode_activations)
 
 
 def _load(args):

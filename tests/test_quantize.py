@@ -131,3 +131,30 @@ def test_cli_quantize_with_report(tmp_path, capsys):
     assert cli_main(["quantize", src, dst]) == 2           # exists: one line, no traceback
     err = capsys.readouterr().err
     assert err.startswith("mistral-np: error:") and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_decode_activations_int8_is_close_and_float_is_exact(folders):
+    """Generation's one-token decode steps on a quantized model: "float" reproduces the no-cache forward
+    (the oracle), "int8" (the default, llama.cpp's method) stays within its documented error."""
+    from mistral_np.generate import generate_ids
+    from mistral_np.kv_cache import KVCache
+    from mistral_np.model import forward
+    from mistral_np.quant import decode_activations
+    model = mistral_np.load_model(folders["q4_0"])
+    prompt = list(IDS[:12])
+    greedy_float = list(generate_ids(model, prompt, max_new_tokens=24, stop_ids=(), decode_activations="float"))
+    seq = prompt + greedy_float
+    full = model.forward(seq)
+    assert [int(t) for t in full[len(prompt) - 1:-1].argmax(-1)] == greedy_float   # float decode == forward
+    cache = KVCache(model.config, max_len=len(seq), dtype=np.float32)
+    forward(model.params, model.config, np.array(seq[:len(prompt)]), cache=cache)
+    worst = 0.0
+    for t in seq[len(prompt):]:
+        with decode_activations("int8"):
+            step = forward(model.params, model.config, np.array([t]), cache=cache)[0]
+        ref = full[cache.next_position - 1]
+        worst = max(worst, float(np.abs(step - ref).max() / np.abs(ref).max()))
+    print(f"int8 decode: worst logit error {worst:.2e} of max |logit|")
+    assert 1e-6 < worst < 5e-2, worst            # measurably different from float, and close
+    with pytest.raises(ValueError, match="decode_activations must be 'int8' or 'float'"):
+        generate_ids(model, prompt, decode_activations="int4")
