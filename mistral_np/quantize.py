@@ -10,8 +10,9 @@ A quantized folder holds::
                                     which stayed float, SHA-256 of the source files; written last
 
 Which type each tensor gets (``choose_type``): with ``--type q4_0`` every matrix is Q4_0 except the
-LM head, which is Q8_0 because 4 bits on the output projection cost the most quality (llama.cpp also
-keeps its output tensor at higher precision); norms stay float32. ``--type q8_0`` makes every matrix
+LM head (the embedding table when the head is tied to it), which is Q8_0 because 4 bits on the output
+projection cost the most quality (llama.cpp also keeps its output tensor at higher precision); norms
+stay float32. ``--type q8_0`` makes every matrix
 Q8_0. q and k rows are stored in the HF half-split order (a consolidated source is permuted first).
 
 The conversion streams: one source tensor is read from the memory map, converted to float32,
@@ -44,10 +45,12 @@ BLOCK = {"q4_0": (32, 18), "q8_0": (32, 34)}     # elements, bytes per block (gg
 _SKIP_COPY = (".safetensors", ".bin", ".pth", ".gguf", ".pt", ".index.json")
 
 
-def choose_type(name: str, shape: tuple, qtype: str) -> str:
+def choose_type(name: str, shape: tuple, qtype: str, tied: bool = False) -> str:
+    """f32 for vectors; the output projection (lm_head, or embed_tokens when tied) stays at Q8_0."""
     if len(shape) == 1:
         return "f32"
-    if name == "lm_head.weight" and qtype == "q4_0":
+    head = "model.embed_tokens.weight" if tied else "lm_head.weight"
+    if name == head and qtype == "q4_0":
         return "q8_0"
     return qtype
 
@@ -60,8 +63,7 @@ def packed_shape(shape: tuple, t: str) -> tuple:
 
 
 def _quantizer(t: str):
-    from .quant.q4_0 import quantize_q4_0
-    from .quant.q8_0 import quantize_q8_0
+    from .quant.quantize_kernels import quantize_q4_0, quantize_q8_0
     return {"q4_0": quantize_q4_0, "q8_0": quantize_q8_0}[t]
 
 
@@ -85,7 +87,7 @@ def quantize_checkpoint(src: str, dst: str, qtype: str = "q4_0", progress: bool 
     t0 = time.time()
     try:
         _copy_side_files(src, tmp, cfg, fmt)
-        types = {n: choose_type(n, st.shape(k), qtype) for n, (st, k) in named.items()}
+        types = {n: choose_type(n, st.shape(k), qtype, cfg.tie_word_embeddings) for n, (st, k) in named.items()}
         entries = [(n, "U8" if types[n] != "f32" else "F32", packed_shape(named[n][0].shape(named[n][1]), types[n]))
                    for n in named]
 

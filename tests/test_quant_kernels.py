@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_activations, dequantize_q4_0_ref,
                               dequantize_q4_1_ref, dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref,
-                              matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1, quantize_q8_0)
+                              matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1_ref, quantize_q8_0)
 from mistral_np.quant import kernels, layout
 
 EPS = np.finfo(np.float32).eps
 TWINS = {  # qtype: (quantize, ref dequantize, ref matmul, fast dequantize, fast matmul)
     "Q4_0": (quantize_q4_0, dequantize_q4_0_ref, matmul_q4_0_ref, kernels.dequantize_q4_0, kernels.matmul_q4_0),
-    "Q4_1": (quantize_q4_1, dequantize_q4_1_ref, matmul_q4_1_ref, kernels.dequantize_q4_1, kernels.matmul_q4_1),
+    "Q4_1": (quantize_q4_1_ref, dequantize_q4_1_ref, matmul_q4_1_ref, kernels.dequantize_q4_1, kernels.matmul_q4_1),
     "Q8_0": (quantize_q8_0, dequantize_q8_0_ref, matmul_q8_0_ref, kernels.dequantize_q8_0, kernels.matmul_q8_0),
 }
 BLOCK_COUNTS = [1, 3, 18, 63, 64, 65, 130]  # in = 32 * blocks; 18 blocks = SmolLM2's 576

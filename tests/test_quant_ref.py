@@ -12,15 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mistral_np.quant import (dequantize_q4_0_ref, dequantize_q4_1_ref, dequantize_q8_0_ref, matmul_q4_0_ref,
-                              matmul_q4_1_ref, matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1,
-                              quantize_q8_0, reconstruction_error)
+                              matmul_q4_1_ref, matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_0_ref,
+                              quantize_q4_1_ref, quantize_q8_0, quantize_q8_0_ref, reconstruction_error)
 
 GT = gguf.GGMLQuantizationType
 FORMATS = {  # name: (quantize, dequantize_ref, matmul_ref, gguf type, largest |w| whose fp16 scale is finite)
-    "Q4_0": (quantize_q4_0, dequantize_q4_0_ref, matmul_q4_0_ref, GT.Q4_0, 8 * 65504.0),
-    "Q8_0": (quantize_q8_0, dequantize_q8_0_ref, matmul_q8_0_ref, GT.Q8_0, 127 * 65504.0),
-    "Q4_1": (quantize_q4_1, dequantize_q4_1_ref, matmul_q4_1_ref, GT.Q4_1, 65504.0),
+    "Q4_0": (quantize_q4_0_ref, dequantize_q4_0_ref, matmul_q4_0_ref, GT.Q4_0, 8 * 65504.0),
+    "Q8_0": (quantize_q8_0_ref, dequantize_q8_0_ref, matmul_q8_0_ref, GT.Q8_0, 127 * 65504.0),
+    "Q4_1": (quantize_q4_1_ref, dequantize_q4_1_ref, matmul_q4_1_ref, GT.Q4_1, 65504.0),
 }
+JIT_QUANTIZERS = {"Q4_0": quantize_q4_0, "Q8_0": quantize_q8_0}   # the Numba twins (quantize_kernels.py)
 KINDS = ["normal", "zeros", "neg_zeros", "one_huge", "constant", "subnormal", "tiny", "fp16_max", "beyond_fp16",
          "neg_max", "ties"]
 
@@ -94,6 +95,8 @@ def test_quantize_bytes_equal_gguf(qtype, data):
     assert ours.dtype == np.uint8 and ours.shape == theirs.shape
     a, b = zero_block_sign_carveout(ours, theirs, w, qtype)
     np.testing.assert_array_equal(a, b)
+    if qtype in JIT_QUANTIZERS:                  # the Numba twin writes the reference's bytes exactly
+        np.testing.assert_array_equal(JIT_QUANTIZERS[qtype](w, name="t"), ours)
     np.testing.assert_array_equal(deq(ours, w.shape), gguf.dequantize(theirs, gtype).reshape(w.shape))
 
 

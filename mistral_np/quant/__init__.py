@@ -6,15 +6,16 @@ simd.py, decode.py and kernels.py (the Numba twins that make it fast). docs/quan
 diagrams, the error bounds and the measured speed.
 """
 
-from .q4_0 import dequantize_q4_0_ref, matmul_q4_0_ref, quantize_q4_0
-from .q4_1 import dequantize_q4_1_ref, matmul_q4_1_ref, quantize_q4_1
-from .q8_0 import dequantize_q8_0_ref, matmul_q8_0_ref, quantize_q8_0
+from .q4_0 import dequantize_q4_0_ref, matmul_q4_0_ref, quantize_q4_0_ref
+from .q4_1 import dequantize_q4_1_ref, matmul_q4_1_ref, quantize_q4_1_ref
+from .q8_0 import dequantize_q8_0_ref, matmul_q8_0_ref, quantize_q8_0_ref
+from .quantize_kernels import quantize_q4_0, quantize_q8_0
 from .tensor import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, QuantTensor, TENSOR_TYPES, decode_activations, from_packed, quantize,
                      reconstruction_error)
 
 __all__ = [
     "QuantTensor", "decode_activations", "Q4_0Tensor", "Q4_1Tensor", "Q8_0Tensor", "TENSOR_TYPES", "from_packed", "quantize", "reconstruction_error",
-    "quantize_q4_0", "dequantize_q4_0_ref", "matmul_q4_0_ref",
-    "quantize_q4_1", "dequantize_q4_1_ref", "matmul_q4_1_ref",
-    "quantize_q8_0", "dequantize_q8_0_ref", "matmul_q8_0_ref",
+    "quantize_q4_0", "quantize_q4_0_ref", "dequantize_q4_0_ref", "matmul_q4_0_ref",
+    "quantize_q4_1_ref", "dequantize_q4_1_ref", "matmul_q4_1_ref",
+    "quantize_q8_0", "quantize_q8_0_ref", "dequantize_q8_0_ref", "matmul_q8_0_ref",
 ]

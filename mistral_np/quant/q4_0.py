@@ -37,7 +37,7 @@ BLOCK_BYTES = 18  # 2 (fp16 d) + 16 (32 nibbles)
 ROW_TILE = 1024  # rows dequantized at a time by the reference matmul (bounds its scratch memory)
 
 
-def quantize_q4_0(w: np.ndarray, name: str | None = None) -> np.ndarray:
+def quantize_q4_0_ref(w: np.ndarray, name: str | None = None) -> np.ndarray:
     """(out, in) float -> (out, in/32*18) uint8, bit-identical to ggml's quantize_row_q4_0_ref."""
     blocks = weight_blocks(w, name)  # (out, in) -> (n, Q)
     n = blocks.shape[0]

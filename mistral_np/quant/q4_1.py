@@ -29,7 +29,7 @@ BLOCK_BYTES = 20  # 2 (fp16 d) + 2 (fp16 m) + 16 (32 nibbles)
 ROW_TILE = 1024
 
 
-def quantize_q4_1(w: np.ndarray, name: str | None = None) -> np.ndarray:
+def quantize_q4_1_ref(w: np.ndarray, name: str | None = None) -> np.ndarray:
     """(out, in) float -> (out, in/32*20) uint8, as ggml's quantize_row_q4_1_ref (and gguf-py)."""
     blocks = weight_blocks(w, name)  # (out, in) -> (n, Q)
     n = blocks.shape[0]

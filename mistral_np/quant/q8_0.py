@@ -37,7 +37,7 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * (whole + np.floor(2 * (a - whole)))
 
 
-def quantize_q8_0(w: np.ndarray, name: str | None = None) -> np.ndarray:
+def quantize_q8_0_ref(w: np.ndarray, name: str | None = None) -> np.ndarray:
     """(out, in) float -> (out, in/32*34) uint8, bit-identical to ggml's quantize_row_q8_0_ref."""
     blocks = weight_blocks(w, name)  # (out, in) -> (n, Q)
     n = blocks.shape[0]

@@ -29,9 +29,10 @@ import numpy as np
 
 from . import kernels, layout
 from .common import Q, check_packed
-from .q4_0 import dequantize_q4_0_ref, quantize_q4_0
-from .q4_1 import dequantize_q4_1_ref, quantize_q4_1
-from .q8_0 import dequantize_q8_0_ref, quantize_q8_0
+from .q4_0 import dequantize_q4_0_ref
+from .q4_1 import dequantize_q4_1_ref, quantize_q4_1_ref
+from .q8_0 import dequantize_q8_0_ref
+from .quantize_kernels import quantize_q4_0, quantize_q8_0
 
 
 _DECODE_ACTIVATIONS = contextvars.ContextVar("decode_activations", default="float")
@@ -157,7 +158,7 @@ class Q8_0Tensor(QuantTensor):
 
 
 TENSOR_TYPES = {cls.qtype: cls for cls in (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor)}
-_QUANTIZERS = {"Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1, "Q8_0": quantize_q8_0}
+_QUANTIZERS = {"Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1_ref, "Q8_0": quantize_q8_0}
 
 
 def _qtype(qtype: str) -> str:
