@@ -9,6 +9,7 @@ token ids and generates G tokens greedily without stopping:
                                   [--prompt 512] [--gen 128] [--runs 3] [--threads 2]
     python tools/bench.py one {ours,llama,hf} MODEL --prompt 512 --gen 128     (one run, prints JSON)
     python tools/bench.py bandwidth                                            (memory read GB/s)
+    python tools/bench.py agree MODEL.gguf TEXTFILE [--tokens 512]             (next-token agreement with llama.cpp)
 
 Results go to stdout as a Markdown table; docs/performance.md records them with the command.
 """
@@ -68,8 +69,10 @@ def run_llama(model_path: str, prompt: int, gen: int, threads: int) -> dict:
     t1 = time.perf_counter()
     llm.eval(ids)
     t2 = time.perf_counter()
-    for _ in range(gen):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    n_vocab = llm.n_vocab()
+    for _ in range(gen):      # greedy: the last position's logits (llama-cpp-python keeps no copy without logits_all)
+        last = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+        llm.eval([int(np.argmax(last))])
     t3 = time.perf_counter()
     return {"load_s": load, "prefill_tok_s": prompt / (t2 - t1), "decode_tok_s": gen / (t3 - t2),
             "peak_rss_gib": _rss_gib()}
@@ -119,7 +122,7 @@ def measure_bandwidth(threads: int = 2, gib: float = 1.0) -> float:
     import numba
     numba.set_num_threads(threads)
 
-    @numba.njit(parallel=True, cache=False)
+    @numba.njit(parallel=True, fastmath=True, cache=False)   # fastmath: a vectorized (reordered) sum
     def total(a):
         s = np.float32(0)
         for i in numba.prange(a.shape[0]):
@@ -136,6 +139,30 @@ def _timed(f, *a):
     t = time.perf_counter()
     f(*a)
     return time.perf_counter() - t
+
+
+def agree(model_path: str, text_file: str, n_tokens: int, threads: int) -> None:
+    """Next-token agreement between mistral_np and llama.cpp on the same file and the same token ids."""
+    import llama_cpp
+    import mistral_np
+    model = mistral_np.load_model(model_path)
+    text = open(text_file, encoding="utf-8").read()
+    ids = model.tokenizer.encode(text)[:n_tokens]
+    ours = model.forward(np.array(ids)).astype(np.float64)                      # (T, V), float activations
+    llm = llama_cpp.Llama(model_path, n_threads=threads, n_ctx=len(ids) + 8, n_batch=512, logits_all=True,
+                          verbose=False)
+    llm.eval(ids)
+    theirs = np.array(llm.scores[:len(ids)], dtype=np.float64)
+
+    def log_softmax(x):
+        m = x.max(-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+    lp, lq = log_softmax(theirs), log_softmax(ours)
+    kl = (np.exp(lp) * (lp - lq)).sum(-1)
+    top1 = float(np.mean(ours.argmax(-1) == theirs.argmax(-1)))
+    print(f"{len(ids)} tokens of {text_file}: top-1 agreement {100 * top1:.1f} %, KL(llama.cpp || ours) mean "
+          f"{kl.mean():.2e} max {kl.max():.2e} nats, max |logit diff| {np.abs(ours - theirs).max():.3f} "
+          f"(logits up to {np.abs(theirs).max():.1f})")
 
 
 def compare(args) -> None:
@@ -182,11 +209,18 @@ def main():
     c.add_argument("--runs", type=int, default=3)
     b = sub.add_parser("bandwidth")
     b.add_argument("--threads", type=int, default=2)
+    g = sub.add_parser("agree")
+    g.add_argument("model")
+    g.add_argument("text")
+    g.add_argument("--tokens", type=int, default=512)
+    g.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.cmd == "one":
         print(json.dumps(RUNNERS[args.kind](args.model, args.prompt, args.gen, args.threads)))
     elif args.cmd == "compare":
         compare(args)
+    elif args.cmd == "agree":
+        agree(args.model, args.text, args.tokens, args.threads)
     else:
         print(f"read bandwidth, {args.threads} threads: {measure_bandwidth(args.threads):.1f} GB/s")
 
