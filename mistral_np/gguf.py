@@ -36,7 +36,7 @@ import re
 import numpy as np
 
 from .config import ConfigError, MistralConfig
-from .params import ModelParams, build_params, expected_shapes
+from .params import build_params, expected_shapes
 from .rope import permute_to_half_split
 from .checkpoint import LazyWeight
 from .safetensors_io import WeightsError, to_dtype

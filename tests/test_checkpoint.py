@@ -9,10 +9,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from conftest import assert_close
 from hf_reference import build_hf_model, save_checkpoint, tiny_config
 import mistral_np
-from mistral_np.checkpoint import LazyWeight, load_params
+from mistral_np.checkpoint import LazyWeight
 from mistral_np.config import ConfigError
 from mistral_np.safetensors_io import WeightsError, bf16_to_f32, f32_to_bf16
 

@@ -89,3 +89,21 @@ def pack_nibbles(q: np.ndarray) -> np.ndarray:
     """Inverse of ``unpack_nibbles``.  (n, 32) values 0..15 -> (n, 16) uint8"""
     q = q.astype(np.uint8)
     return q[:, :16] | (q[:, 16:] << 4)
+
+
+ROW_TILE = 1024  # rows dequantized at a time by the reference matmuls (bounds their scratch memory)
+
+
+def matmul_by_tiles(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], block_bytes: int, dequantize,
+                    name: str | None = None) -> np.ndarray:
+    """y = x @ dequantize(w).T, ROW_TILE rows at a time: the reference matmul every format shares.
+
+    (T, in) -> (T, out) float32; ``dequantize(tile_bytes, (rows, in))`` is the format's reference dequantizer."""
+    out_dim, in_dim = shape
+    x = check_activations(x, in_dim)
+    rows = check_packed(packed, shape, block_bytes, name)
+    y = np.empty((x.shape[0], out_dim), dtype=np.float32)
+    for r in range(0, out_dim, ROW_TILE):
+        tile = rows[r:r + ROW_TILE]
+        y[:, r:r + len(tile)] = x @ dequantize(tile, (len(tile), in_dim)).T   # (T, in) @ (in, tile)
+    return y

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Q, check_activations, check_packed, fp16_scales, pack_nibbles, to_fp16, unpack_nibbles, weight_blocks
+from .common import Q, check_packed, matmul_by_tiles, fp16_scales, pack_nibbles, to_fp16, unpack_nibbles, weight_blocks
 
 BLOCK_BYTES = 20  # 2 (fp16 d) + 2 (fp16 m) + 16 (32 nibbles)
-ROW_TILE = 1024
 
 
 def quantize_q4_1_ref(w: np.ndarray, name: str | None = None) -> np.ndarray:
@@ -59,11 +58,4 @@ def dequantize_q4_1_ref(packed: np.ndarray, shape: tuple[int, int], name: str | 
 
 def matmul_q4_1_ref(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], name: str | None = None) -> np.ndarray:
     """y = x @ dequantize(w).T, a tile of rows at a time.  (T, in) -> (T, out) float32"""
-    out_dim, in_dim = shape
-    x = check_activations(x, in_dim)
-    rows = check_packed(packed, shape, BLOCK_BYTES, name)
-    y = np.empty((x.shape[0], out_dim), dtype=np.float32)
-    for r in range(0, out_dim, ROW_TILE):
-        tile = rows[r:r + ROW_TILE]
-        y[:, r:r + len(tile)] = x @ dequantize_q4_1_ref(tile, (len(tile), in_dim)).T  # (T, in) @ (in, tile)
-    return y
+    return matmul_by_tiles(x, packed, shape, BLOCK_BYTES, dequantize_q4_1_ref, name)
