@@ -91,18 +91,24 @@ def run_hf(model_path: str, prompt: int, gen: int, threads: int) -> dict:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     model.eval()
     load = time.perf_counter() - t0
-    ids = torch.tensor([_prompt(prompt, model.config.vocab_size)])
+    prefill_s, decode_s = hf_greedy_timed(model, _prompt(prompt, model.config.vocab_size), gen)
+    return {"load_s": load, "prefill_tok_s": prompt / prefill_s, "decode_tok_s": gen / decode_s,
+            "peak_rss_gib": _rss_gib()}
+
+
+def hf_greedy_timed(model, ids: list[int], gen: int) -> tuple[float, float]:
+    """Seconds for transformers to process ``ids``, then to generate ``gen`` greedy tokens with its cache."""
+    import torch
     with torch.no_grad():
+        t0 = time.perf_counter()
+        out = model(torch.tensor([ids]), use_cache=True)
         t1 = time.perf_counter()
-        out = model(ids, use_cache=True)
-        t2 = time.perf_counter()
         past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
         for _ in range(gen):
             out = model(tok, past_key_values=past, use_cache=True)
             past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        t3 = time.perf_counter()
-    return {"load_s": load, "prefill_tok_s": prompt / (t2 - t1), "decode_tok_s": gen / (t3 - t2),
-            "peak_rss_gib": _rss_gib()}
+        t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
 
 
 RUNNERS = {"ours": run_ours, "llama": run_llama, "hf": run_hf}

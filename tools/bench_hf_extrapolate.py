@@ -9,10 +9,15 @@ Usage:  python tools/bench_hf_extrapolate.py [--prompt 512] [--gen 128] [--layer
 
 import argparse
 import statistics
-import time
+
+import os
+import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import hf_greedy_timed  # noqa: E402
 
 
 def run(n_layers: int, prompt: int, gen: int) -> tuple[float, float]:
@@ -26,18 +31,10 @@ def run(n_layers: int, prompt: int, gen: int) -> tuple[float, float]:
         for p in model.parameters():
             p.normal_(0, 0.02)
     model.eval()
-    ids = torch.tensor([np.random.default_rng(0).integers(3, 32000, prompt)])
+    ids = [int(t) for t in np.random.default_rng(0).integers(3, 32000, prompt)]
     with torch.no_grad():
-        model(ids[:, :8])
-        t0 = time.perf_counter()
-        out = model(ids, use_cache=True)
-        t1 = time.perf_counter()
-        past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        for _ in range(gen):
-            out = model(tok, past_key_values=past, use_cache=True)
-            past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        t2 = time.perf_counter()
-    return t1 - t0, t2 - t1
+        model(torch.tensor([ids[:8]]))                                   # warm-up
+    return hf_greedy_timed(model, ids, gen)
 
 
 def main():
