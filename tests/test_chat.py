@@ -13,8 +13,9 @@ from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMe
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from mistral_np.chat import ChatFormatError, chat_format_for, encode_chat, render_chat_template
-from mistral_np.tokenizer import load_tokenizer
+from mistral_np.errors import ChatFormatError
+from mistral_np.text.chat import chat_format_for, encode_chat, render_chat_template
+from mistral_np.text.tokenizer import load_tokenizer
 
 DATA = Path(mistral_common.__file__).parent / "data"
 MODEL_FILES = {"mistral-v1": DATA / "tokenizer.model.v1",
@@ -113,7 +114,7 @@ def test_chatml_template_by_hand():
 def test_template_equals_transformers():
     from transformers import PreTrainedTokenizerFast
 
-    from mistral_np.sentencepiece_model import read_sentencepiece_model
+    from mistral_np.text.sentencepiece_model import read_sentencepiece_model
 
     hf = PreTrainedTokenizerFast(tokenizer_object=read_sentencepiece_model(MODEL_FILES["mistral-v1"]).to_tokenizers(),
                                  bos_token="<s>", eos_token="</s>")

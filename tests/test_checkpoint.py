@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from hf_reference import build_hf_model, save_checkpoint, tiny_config
+from tools.hf_reference import build_hf_model, save_checkpoint, tiny_config
 import mistral_np
-from mistral_np.checkpoint import LazyWeight
-from mistral_np.config import ConfigError
-from mistral_np.safetensors_io import WeightsError, bf16_to_f32, f32_to_bf16
+from mistral_np.checkpoints.pipeline import LazyWeight
+from mistral_np.errors import ConfigError
+from mistral_np.checkpoints.safetensors import bf16_to_f32, f32_to_bf16
+from mistral_np.errors import WeightsError
 
 IDS = np.array([5, 17, 3, 88, 42, 1, 0, 96, 7, 7, 7, 64, 30, 2, 11, 50, 9, 70, 33, 21], dtype=np.int64)
 
@@ -34,7 +35,7 @@ def copy_folder(src, dst):
 # --- formats ------------------------------------------------------------------------------------------
 
 def llama_cpp_style_unpermute(w, n_head):
-    """HF half-split rows -> Meta interleaved rows, written from SPEC.md §3.3 (llama.cpp's converter),
+    """HF half-split rows -> Meta interleaved rows, written from docs/references.md#rope (llama.cpp's converter),
     independently of mistral_np.rope, so our loader's permutation is checked against another author's."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -110,8 +111,8 @@ def test_large_bf16_models_convert_on_use(tmp_path, monkeypatch):
     folder = str(tmp_path / "bf16")
     save_checkpoint(build_hf_model(cfg, seed=5), folder, "bfloat16")
     eager = mistral_np.load_model(folder)
-    import mistral_np.checkpoint as ck
-    monkeypatch.setattr(ck, "_available_bytes", lambda: 1000)
+    from mistral_np.checkpoints import pipeline
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 1000)
     with pytest.warns(UserWarning, match="converted when used.*mistral-np quantize"):
         lazy = mistral_np.load_model(folder)
     assert isinstance(lazy.params.layers[0].q_proj, LazyWeight)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from mistral_np import cli
-from mistral_np.cli_embed import add_embed_commands, rank
-from mistral_np.embed import load_embedder
-from test_embed import D, build_backbone
+from mistral_np.cli import app as cli_main
+from mistral_np.cli.embed import add_embed_commands, rank
+from mistral_np.embeddings import load_embedder
+from tools.builders import EMBED_DIM as D, build_backbone
 
 TEXTS = ["how much protein should a female eat", "", "summit of a mountain", "Ünïcödé 東京", "x " * 50]
 
@@ -29,7 +30,7 @@ def embedder(model_dir):
 @pytest.fixture(autouse=True)
 def parser_with_embed(monkeypatch):
     """Run through ``cli.main`` (its error handling); register our commands if cli.py does not yet."""
-    original = cli.build_parser
+    original = cli_main.build_parser
 
     def build():
         ap = original()
@@ -37,7 +38,7 @@ def parser_with_embed(monkeypatch):
         if "embed" not in sub.choices:
             add_embed_commands(sub)
         return ap
-    monkeypatch.setattr(cli, "build_parser", build)
+    monkeypatch.setattr(cli_main, "build_parser", build)
 
 
 def run(argv, capsys, stdin=None, monkeypatch=None):

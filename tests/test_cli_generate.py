@@ -10,7 +10,7 @@ from pathlib import Path
 import mistral_common
 import pytest
 
-from hf_reference import build_hf_model, save_checkpoint, tiny_config
+from tools.builders import tiny_folder_with_v1_tokenizer
 import mistral_np
 from mistral_np.cli import main
 
@@ -20,13 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny model folder (hidden 32, 2 layers, window 4) with Mistral v0.1's tokenizer.model."""
-    cfg = tiny_config("mistral", vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                      max_position_embeddings=256)
-    path = tmp_path_factory.mktemp("cli-tiny")
-    save_checkpoint(build_hf_model(cfg, seed=9), str(path))
-    shutil.copy(Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1", path / "tokenizer.model")
-    return str(path)
+    return tiny_folder_with_v1_tokenizer(tmp_path_factory.mktemp("cli-tiny"), seed=9)
 
 
 def test_generate_streams_text_and_timing(folder, capsys):

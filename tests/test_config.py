@@ -1,8 +1,10 @@
-"""Config parsing: the real checkpoints' config.json / params.json (SPEC.md §1.2) and the presets."""
+"""Config parsing: the real checkpoints' config.json / params.json (docs/references.md#config) and the presets."""
 
 import pytest
 
-from mistral_np.config import PRESETS, ConfigError, from_hf_dict, from_params_dict
+from mistral_np.checkpoints.config_files import from_hf_dict, from_params_dict
+from mistral_np.errors import ConfigError
+from mistral_np.model.config import PRESETS
 
 V01 = {"architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
        "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 32768,

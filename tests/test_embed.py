@@ -1,9 +1,10 @@
-"""mistral_np.embed against sentence-transformers (its own pooling and normalization), on tiny random backbones.
+"""mistral_np.embeddings against sentence-transformers (its own pooling and normalization), on tiny random backbones.
 
-Built once for the module: a tiny random Mistral (vocab 32000, so mistral-common's real v1 sentencepiece
-model tokenizes) saved as ``MistralModel`` (no lm_head, as embedders ship), a tokenizer folder made per
-SPEC.md §12, and sentence-transformers 6.2 folders around it (last-token and mean pooling, with prompts, a
-short ``max_seq_length`` so truncation happens), plus an old-layout folder written by hand (SPEC.md §10).
+Built once for the module (tools/builders.py): a tiny random Mistral (vocab 32000, so mistral-common's real
+v1 sentencepiece model tokenizes) saved as ``MistralModel`` (no lm_head, as embedders ship), an offline
+tokenizer.json, and sentence-transformers 6.2 folders around it (last-token and mean pooling, with prompts,
+a short ``max_seq_length`` so truncation happens), plus an old-layout folder written by hand
+(docs/references.md#sentence-transformers).
 """
 
 import json
@@ -17,14 +18,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import F32_REL, assert_close
-from hf_reference import build_hf_model, tiny_config
+from tools import builders
+from tools.builders import build_backbone, load_st
+from tools.hf_reference import build_hf_model, tiny_config
 import mistral_np
-from mistral_np import embed as embed_mod
-from mistral_np.embed import TASKS, EmbedderConfigError, load_embedder
-from mistral_np.pooling import l2_normalize, last_token_pool, mean_pool, pad_batch
+from mistral_np.embeddings import embedder as embed_mod
+from mistral_np.embeddings import TASKS, load_embedder
+from mistral_np.errors import EmbedderConfigError
+from mistral_np.embeddings.pooling import l2_normalize, last_token_pool, mean_pool, pad_batch
 
-V1 = os.path.join(os.path.dirname(__import__("mistral_common").__file__), "data", "tokenizer.model.v1")
-D, MAX_LEN = 64, 40
+V1 = str(builders.MISTRAL_V1_TOKENIZER)
+D, MAX_LEN = builders.EMBED_DIM, builders.EMBED_MAX_LEN
 QUERY_PROMPT = "Instruct: " + TASKS["web_search_query"] + "\nQuery: "
 TEXTS = ["how much protein should a female eat", "", "Hello world", "a", "Ünïcödé — 東京 🙂 tabs\tand  spaces",
          "The quick brown fox jumps over the lazy dog. " * 6,          # longer than MAX_LEN: truncated
@@ -32,37 +36,9 @@ TEXTS = ["how much protein should a female eat", "", "Hello world", "a", "Ünïc
 COS_MIN, ABS_TOL = 0.99999, 1e-5                                   # unit vectors in float32
 
 
-def build_backbone(folder: str, post_processor: str = "<s> $A </s>", seed: int = 0, **overrides) -> str:
-    """A tiny random MistralModel + an offline tokenizer.json (SPEC.md §12) saved in ``folder``."""
-    from tokenizers import processors
-    from transformers import PreTrainedTokenizerFast
-    from mistral_np.sentencepiece_model import read_sentencepiece_model
-    cfg = dict(vocab_size=32000, hidden_size=D, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, head_dim=16, sliding_window=16, max_position_embeddings=4096)
-    cfg.update(overrides)
-    build_hf_model(tiny_config(**cfg), seed=seed).model.save_pretrained(folder)
-    tok = read_sentencepiece_model(V1).to_tokenizers()
-    tok.post_processor = processors.TemplateProcessing(single=post_processor, special_tokens=[("<s>", 1), ("</s>", 2)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                            pad_token="<unk>").save_pretrained(folder)
-    return folder
-
-
-def build_st(backbone: str, folder: str, pooling: str, normalize=True, include_prompt=True, default_prompt=None):
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-    modules = [Transformer(backbone, max_seq_length=MAX_LEN),
-               Pooling(D, pooling_mode=pooling, include_prompt=include_prompt)] + ([Normalize()] if normalize else [])
-    SentenceTransformer(modules=modules, prompts={"web_search_query": QUERY_PROMPT, "sts": "Instruct: "
-                                                  + TASKS["sts_query"] + "\nQuery: "},
-                        default_prompt_name=default_prompt, device="cpu").save(folder)
-    return folder
-
-
-def load_st(folder):
-    from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(folder, device="cpu", local_files_only=True)
+def build_st(backbone, folder, pooling, **kw):
+    prompts = {"web_search_query": QUERY_PROMPT, "sts": "Instruct: " + TASKS["sts_query"] + "\nQuery: "}
+    return builders.build_st(backbone, folder, pooling, prompts, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +110,7 @@ def test_st_folder_recipes(folders):
 
 
 def test_old_layout_folder_loads_to_the_same_recipe(folders):
-    """sentence-transformers 2.x/3.x names and pooling booleans, written by hand (SPEC.md §10)."""
+    """sentence-transformers 2.x/3.x names and pooling booleans, written by hand (docs/references.md#sentence-transformers)."""
     new, old = folders["last"], os.path.join(folders["root"], "st-old")
     shutil.copytree(new, old)
     shutil.rmtree(os.path.join(old, "1_Pooling"))
@@ -366,7 +342,7 @@ def test_progress_bar_on_request(e5, capsys):
     (["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_lasttoken": True}, "alone"),
 ])
 def test_unsupported_st_folders_are_refused(tmp_path, modules, pooling, match):
-    from mistral_np.embed_presets import read_st_folder
+    from mistral_np.embeddings.presets import read_st_folder
     write_json(tmp_path / "modules.json", [{"idx": i, "name": str(i), "path": "1_Pooling" if m == "Pooling" else "",
                                             "type": f"sentence_transformers.models.{m}"} for i, m in enumerate(modules)])
     os.makedirs(tmp_path / "1_Pooling")

@@ -17,13 +17,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_reference import build_hf_model, save_checkpoint, tiny_config
-from test_kv_cache import random_model, tiny
+from tools.hf_reference import build_hf_model, save_checkpoint, tiny_config
+from tools.builders import random_model, tiny_config_np as tiny, tiny_folder_with_v1_tokenizer
 import mistral_np
-from mistral_np.chat import ChatFormatError, encode_chat
-from mistral_np.generate import (StopStrings, apply_repetition_penalty, chat_prompt_ids, generate_ids, pick_token,
+from mistral_np.errors import ChatFormatError
+from mistral_np.text.chat import chat_prompt_ids, encode_chat
+from mistral_np.generation import (StopStrings, apply_repetition_penalty, generate_ids, pick_token,
                                  top_k_filter, top_p_filter)
-from mistral_np.tokenizer import Tokenizer
+from mistral_np.text.tokenizer import Tokenizer
 
 PROMPT = [1, 5, 17, 33, 8, 60, 41]     # 7 tokens: longer than the window of 4
 V1_MODEL = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"   # Mistral 7B v0.1's
@@ -45,13 +46,8 @@ def hf_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def v1_model(tmp_path_factory):
     """A tiny model (hidden 32, 2 layers) with Mistral v0.1's real 32000-piece tokenizer beside it."""
-    cfg = tiny_config("mistral", vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                      max_position_embeddings=64)
-    folder = tmp_path_factory.mktemp("v1-tiny")
-    save_checkpoint(build_hf_model(cfg, seed=5), str(folder))
-    shutil.copy(V1_MODEL, folder / "tokenizer.model")
-    return mistral_np.load_model(str(folder))
+    folder = tiny_folder_with_v1_tokenizer(tmp_path_factory.mktemp("v1-tiny"), seed=5, max_position_embeddings=64)
+    return mistral_np.load_model(folder)
 
 
 # ------------------------------------------------------------------------------------------------ greedy parity

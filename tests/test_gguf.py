@@ -1,8 +1,8 @@
 """mistral_np.gguf on GGUF files written here by gguf-py's GGUFWriter from tiny random transformers models.
 
-The writer side is independent of mistral_np: names from the GGUF spec, q/k rows permuted to the
-interleaved order with llama.cpp's converter permutation (written out below from SPEC.md §3.3), blocks
-quantized by ``gguf.quantize``. The reference side is transformers, run on weights that gguf-py
+The writer side is independent of mistral_np (tools/builders.py:write_gguf): names from the GGUF spec,
+q/k rows permuted to the interleaved order with llama.cpp's converter permutation
+(docs/references.md#rope), blocks quantized by ``gguf.quantize``. The reference side is transformers, run on weights that gguf-py
 dequantized (and un-permuted here by transformers' own inverse), or transformers' own GGUF loader.
 """
 
@@ -15,98 +15,20 @@ import sentencepiece
 import torch
 from gguf import GGMLQuantizationType as QT
 
-from conftest import F32_REL, F64_ABS, ROOT, assert_close, first_divergence
-from hf_reference import build_hf_model, hf_trace, tiny_config
-from mistral_np.gguf import GGUFError, load_gguf, open_gguf, read_metadata
-from mistral_np.gguf_tokenizer import tokenizer_from_metadata
-from mistral_np.model import Model
+from conftest import F32_REL, F64_ABS, ROOT, assert_close, first_divergence, load_parts
+from tools.builders import gguf_name, state_of, transformers_unpermute, write_gguf
+from tools.hf_reference import build_hf_model, hf_trace, tiny_config
+from mistral_np.checkpoints.gguf import open_gguf, read_metadata
+from mistral_np.errors import GGUFError
+from mistral_np.text.gguf_vocab import tokenizer_from_metadata
+from mistral_np.api import Model
 
-HF_TO_GGUF = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
-              "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-              "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down"}
-# D = 64, F = 96, H*Dh = 64: every input dimension a multiple of 32; head_dim 16 >= 8 (SPEC.md §12)
+# D = 64, F = 96, H*Dh = 64: every input dimension a multiple of 32; head_dim 16 >= 8 (docs/references.md#rope)
 TINY = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
             vocab_size=97)
 MIXED_TYPES = {"token_embd": QT.Q8_0, "output": QT.Q8_0, "attn_q": QT.Q4_0, "attn_k": QT.Q8_0,
                "attn_v": QT.BF16, "attn_output": QT.Q4_0, "ffn_gate": QT.Q8_0, "ffn_up": QT.F16,
                "ffn_down": QT.Q4_0}
-GPT2_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + \
-    [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["Ġ", "Ċ", "!", ".", ",", "ab", "Ġa", "Ġab"]
-
-
-def gguf_name(hf: str) -> str:
-    stem = hf[: -len(".weight")]
-    if stem.startswith("model.layers."):
-        _, _, n, leaf = stem.split(".", 3)
-        return f"blk.{n}.{HF_TO_GGUF[leaf]}.weight"
-    return f"{HF_TO_GGUF[stem]}.weight"
-
-
-def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp convert_hf_to_gguf ``LlamaModel.permute``: HF half-split rows -> interleaved (Meta) rows."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def transformers_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """transformers' ``LlamaTensorProcessor._reverse_permute_weights``: interleaved -> half-split."""
-    dim = w.shape[0] // n_head // 2
-    return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
-
-
-def write_gguf(path, cfg, state, arch="llama", types=None, omit=(), extra=None, kv=True, tokenizer=True):
-    """A GGUF of ``state`` (HF names -> float arrays) in the types ``types`` (GGUF leaf -> type, default F32)."""
-    w = gguf.GGUFWriter(str(path), arch)
-    if kv:
-        w.add_context_length(cfg["max_position_embeddings"])
-        w.add_embedding_length(cfg["hidden_size"])
-        w.add_block_count(cfg["num_hidden_layers"])
-        w.add_feed_forward_length(cfg["intermediate_size"])
-        w.add_head_count(cfg["num_attention_heads"])
-        w.add_head_count_kv(cfg["num_key_value_heads"])
-        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-        w.add_rope_freq_base(cfg["rope_theta"])
-        w.add_rope_dimension_count(cfg["head_dim"])
-        w.add_vocab_size(cfg["vocab_size"])
-        if cfg.get("sliding_window"):
-            w.add_sliding_window(cfg["sliding_window"])
-    if tokenizer:
-        w.add_tokenizer_model("gpt2")
-        w.add_token_list(GPT2_TOKENS + [f"t{i}" for i in range(cfg["vocab_size"] - len(GPT2_TOKENS))])
-        w.add_token_types([3, 3, 3] + [1] * (cfg["vocab_size"] - 3))
-        w.add_token_merges(["a b", "Ġ a", "Ġa b"])
-        w.add_bos_token_id(1)
-        w.add_eos_token_id(2)
-    for k, v in (extra or {}).items():
-        w.add_string(k, v) if isinstance(v, str) else w.add_uint32(k, v)
-    for name, t in state.items():
-        g = gguf_name(name)
-        if g in omit or (name == "lm_head.weight" and cfg.get("tie_word_embeddings")):
-            continue
-        t = t.astype(np.float32)
-        if g.endswith("attn_q.weight"):
-            t = llama_cpp_permute(t, cfg["num_attention_heads"])
-        elif g.endswith("attn_k.weight"):
-            t = llama_cpp_permute(t, cfg["num_key_value_heads"])
-        qtype = QT.F32 if t.ndim == 1 else (types or {}).get(g.split(".")[-2], QT.F32)
-        if qtype == QT.F32:
-            w.add_tensor(g, t)
-        elif qtype == QT.F16:
-            w.add_tensor(g, t.astype(np.float16))
-        else:
-            w.add_tensor(g, gguf.quantize(t, qtype), raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return str(path)
-
-
-def state_of(model) -> dict:
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-
-
 def load_dequantized_into(model, path, cfg):
     """Put gguf-py's dequantization of every tensor (q/k un-permuted by transformers' rule) into ``model``."""
     reader = gguf.GGUFReader(path)
@@ -150,7 +72,7 @@ def tied_f16(tmp_path_factory):
 
 def test_mixed_types_float32_every_layer(mixed):
     path, cfg, ref_model, ids = mixed
-    c, params, tok = load_gguf(path)
+    c, params, tok = load_parts(path)
     assert (c.model_type, c.sliding_window, c.tie_word_embeddings, c.head_dim) == ("mistral", 8, False, 16)
     kinds = {f: type(w).__name__ for f, w in vars(params.layers[0]).items()}
     assert kinds == dict(input_layernorm="ndarray", q_proj="Q4_0Tensor", k_proj="Q8_0Tensor", v_proj="ndarray",
@@ -163,7 +85,7 @@ def test_mixed_types_float32_every_layer(mixed):
 
 def test_mixed_types_float64(mixed):
     path, cfg, ref_model, ids = mixed
-    c, params, _ = load_gguf(path, dtype=np.float64)
+    c, params, _ = load_parts(path, dtype=np.float64)
     assert all(isinstance(w, np.ndarray) and w.dtype == np.float64 for w in vars(params.layers[0]).values())
     ref = hf_trace(ref_model.to(torch.float64), ids, exact=True)
     ref_model.to(torch.float32)
@@ -173,7 +95,7 @@ def test_mixed_types_float64(mixed):
 def test_f16_tied_equals_transformers_gguf_loader_and_checkpoint(tied_f16):
     from transformers import AutoModelForCausalLM
     path, cfg, model, ids = tied_f16
-    c, params, _ = load_gguf(path)
+    c, params, _ = load_parts(path)
     assert c.tie_word_embeddings and params.lm_head is params.embed_tokens and c.sliding_window is None
     ours = Model(c, params).forward(ids)
     hf = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
@@ -185,12 +107,12 @@ def test_f16_tied_equals_transformers_gguf_loader_and_checkpoint(tied_f16):
 
 def test_f16_converted_per_use_when_memory_is_short(tied_f16, monkeypatch):
     """A big F16/BF16 file (7B F16 is 28 GB as float32) keeps F16 storage and converts one matrix per use."""
-    import mistral_np.gguf
-    from mistral_np.checkpoint import LazyWeight
+    from mistral_np.checkpoints import pipeline
+    from mistral_np.checkpoints.pipeline import LazyWeight
     path, cfg, model, ids = tied_f16
-    eager = Model(*load_gguf(path)[:2]).forward(ids)
-    monkeypatch.setattr(mistral_np.gguf, "_fits_in_memory", lambda nbytes: False)
-    c, params, _ = load_gguf(path)
+    eager = Model(*load_parts(path)[:2]).forward(ids)
+    monkeypatch.setattr(pipeline, "fits_in_memory", lambda nbytes: False)
+    c, params, _ = load_parts(path)
     assert isinstance(params.layers[0].q_proj, LazyWeight) and isinstance(params.embed_tokens, LazyWeight)
     np.testing.assert_array_equal(Model(c, params).forward(ids), eager)
 
@@ -198,7 +120,7 @@ def test_f16_converted_per_use_when_memory_is_short(tied_f16, monkeypatch):
 def test_tiny_gpt2_tokenizer_equals_transformers(tied_f16):
     from transformers import AutoTokenizer
     path = tied_f16[0]
-    tok = load_gguf(path)[2]
+    tok = load_parts(path)[2]
     hf = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
     for text in ["ab a ab", " abba\n", "zz ab, x!"]:
         assert tok.encode(text) == hf(text, add_special_tokens=False)["input_ids"], text
@@ -243,7 +165,7 @@ def small(tmp_path_factory):
 
 def check_error(path, *needles):
     with pytest.raises(GGUFError) as e:
-        load_gguf(path)
+        load_parts(path)
     msg = str(e.value)
     assert "\n" not in msg and str(path) in msg, msg
     for needle in needles:

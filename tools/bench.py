@@ -5,11 +5,11 @@ alternate run by run, and the table reports medians. A run loads the model, warm
 token (repacks, JIT caches, llama.cpp's slower first call), then processes a prompt of P random
 token ids and generates G tokens greedily without stopping:
 
-    python tools/bench.py compare --ours DIR_OR_GGUF --gguf FILE.gguf [--hf DIR | --hf-gguf FILE]
+    python -m tools.bench compare --ours DIR_OR_GGUF --gguf FILE.gguf [--hf DIR | --hf-gguf FILE]
                                   [--prompt 512] [--gen 128] [--runs 3] [--threads 2]
-    python tools/bench.py one {ours,llama,hf} MODEL --prompt 512 --gen 128     (one run, prints JSON)
-    python tools/bench.py bandwidth                                            (memory read GB/s)
-    python tools/bench.py agree MODEL.gguf TEXTFILE [--tokens 512]             (next-token agreement with llama.cpp)
+    python -m tools.bench one {ours,llama,hf} MODEL --prompt 512 --gen 128     (one run, prints JSON)
+    python -m tools.bench bandwidth                                            (memory read GB/s)
+    python -m tools.bench agree MODEL.gguf TEXTFILE [--tokens 512]             (next-token agreement with llama.cpp)
 
 Results go to stdout as a Markdown table; docs/performance.md records them with the command.
 """
@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+
 
 
 def _prompt(n: int, vocab: int, seed: int = 0) -> list[int]:
@@ -45,7 +45,7 @@ def run_ours(model_path: str, prompt: int, gen: int, threads: int) -> dict:
     from threadpoolctl import threadpool_limits
     threadpool_limits(threads)
     import mistral_np
-    from mistral_np.generate import GenerationStats, generate_ids
+    from mistral_np.generation import GenerationStats, generate_ids
     t0 = time.perf_counter()
     model = mistral_np.load_model(model_path)
     list(generate_ids(model, [1, 2], max_new_tokens=1, stop_ids=[]))      # warm-up: repack, JIT
@@ -116,7 +116,7 @@ RUNNERS = {"ours": run_ours, "llama": run_llama, "hf": run_hf}
 
 def one_subprocess(kind, model, prompt, gen, threads) -> dict:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, __file__, "one", kind, model, "--prompt", str(prompt), "--gen", str(gen),
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "one", kind, model, "--prompt", str(prompt), "--gen", str(gen),
                           "--threads", str(threads)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}

@@ -1,22 +1,23 @@
 """Embedding tokens/s: mistral_np vs sentence-transformers, same random backbone, same texts, same run.
 
-Usage:  python tools/bench_embed.py
+Usage:  python -m tools.bench_embed
 """
-import os, sys, time, tempfile
-import numpy as np, torch
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools"), os.path.join(ROOT, "tests")]
-from test_embed import build_backbone, build_st, load_st     # the test suite's folder builders
-import test_embed
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
 from mistral_np import load_embedder
+from tools.builders import build_backbone, build_st, load_st     # the folder builders the tests use
 
 N, T, REPEATS = 32, 256, 3
 torch.set_num_threads(os.cpu_count())
 root = tempfile.mkdtemp()
-test_embed.D, test_embed.MAX_LEN = 768, T
 backbone = build_backbone(os.path.join(root, "bb"), hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                           num_attention_heads=12, num_key_value_heads=4, head_dim=64, sliding_window=4096)
-folder = build_st(backbone, os.path.join(root, "st"), "lasttoken")
+folder = build_st(backbone, os.path.join(root, "st"), "lasttoken", prompts={}, max_seq_length=T, dim=768)
 words = "the of and to in is was for on that with as by at from his her an which are".split()
 rng = np.random.default_rng(0)
 texts = [" ".join(rng.choice(words, 400)) for _ in range(N)]           # > T tokens each: all truncated to T

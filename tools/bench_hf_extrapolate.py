@@ -4,7 +4,7 @@ in float32, does not fit in 24 GiB). Labelled as an extrapolation wherever it is
 time(L layers) = time(1 layer) + (L - 1) * (time(2 layers) - time(1 layer)), for a P-token prompt and
 G greedy tokens with transformers' KV cache, random weights (std 0.02), torch threads = 2.
 
-Usage:  python tools/bench_hf_extrapolate.py [--prompt 512] [--gen 128] [--layers 32] [--runs 3]
+Usage:  python -m tools.bench_hf_extrapolate [--prompt 512] [--gen 128] [--layers 32] [--runs 3]
 """
 
 import argparse
@@ -16,8 +16,7 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import hf_greedy_timed  # noqa: E402
+from tools.bench import hf_greedy_timed
 
 
 def run(n_layers: int, prompt: int, gen: int) -> tuple[float, float]:

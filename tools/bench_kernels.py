@@ -1,7 +1,7 @@
 """Speed of the quantized kernels against NumPy float32 on the same machine, in the same run.
 
-    OMP_WAIT_POLICY=PASSIVE python tools/bench_kernels.py [--reps 7] [--shapes 14336x4096,4096x14336] [--t 512]
-    NUMBA_NUM_THREADS=1 python tools/bench_kernels.py --shapes 512x4096 --reps 300 --t 0 --no-numpy --copies 1 --stat min
+    OMP_WAIT_POLICY=PASSIVE python -m tools.bench_kernels [--reps 7] [--shapes 14336x4096,4096x14336] [--t 512]
+    NUMBA_NUM_THREADS=1 python -m tools.bench_kernels --shapes 512x4096 --reps 300 --t 0 --no-numpy --copies 1 --stat min
 
 Decode (T = 1): GB/s of quantized bytes streamed by ``matmul`` for Q4_0, Q4_1 and Q8_0 (float and
 int8 activations), next to NumPy's float32 GEMV over a float32 matrix of the same shape (the

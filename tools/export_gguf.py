@@ -6,7 +6,7 @@ order llama.cpp expects, SPEC.md §3.3 — whole packed rows move, blocks stay i
 are written as F32. The tokenizer comes from the folder's sentencepiece ``tokenizer.model``
 (``tokenizer.ggml.model = "llama"``: pieces, scores, types).
 
-Usage:  python tools/export_gguf.py FOLDER OUT.gguf
+Usage:  python -m tools.export_gguf FOLDER OUT.gguf
 """
 
 import argparse
@@ -16,13 +16,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import gguf  # noqa: E402
+import gguf
 
-from mistral_np.config import from_hf_dict, read_json  # noqa: E402
-from mistral_np.rope import permute_to_interleaved  # noqa: E402
-from mistral_np.safetensors_io import SafetensorsFile, to_dtype  # noqa: E402
-from mistral_np.sentencepiece_model import read_sentencepiece_model  # noqa: E402
+from mistral_np.checkpoints.config_files import from_hf_dict, read_json
+from mistral_np.checkpoints.safetensors import SafetensorsFile, to_dtype
+from mistral_np.model.rope import permute_to_interleaved
+from mistral_np.text.sentencepiece_model import read_sentencepiece_model
 
 TO_GGUF = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight"}

@@ -1,11 +1,11 @@
 """Dequantize a GGUF file into an HF-format float32 folder (config.json, model.safetensors, tokenizer.json).
 
-This is how the quality of our own quantization is measured on real weights (CLARIFICATIONS: on
-SmolLM2, never only on random weights): the GGUF's values, exactly as the file means them, become the
-float model; ``mistral-np quantize`` then re-quantizes that folder and ``--report`` compares the two.
-The q/k rows are written in HF order (load_gguf already un-permuted them).
+This is how the quality of our own quantization is measured on real weights (on SmolLM2, never only on
+random weights): the GGUF's values, exactly as the file means them, become the float model;
+``mistral-np quantize`` then re-quantizes that folder and ``--report`` compares the two. The q/k rows are
+written in HF order (the loading pipeline un-permutes them).
 
-Usage:  python tools/gguf_to_hf.py weights/SmolLM2-135M-Instruct.Q4_1.gguf weights/smollm2-f32
+Usage:  python -m tools.gguf_to_hf weights/SmolLM2-135M-Instruct.Q4_1.gguf weights/smollm2-f32
 """
 
 import json
@@ -14,25 +14,17 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mistral_np.gguf import load_gguf  # noqa: E402
-from mistral_np.params import LAYER_TENSORS  # noqa: E402
-from mistral_np.safetensors_io import save_file  # noqa: E402
-
-
-def dense(w) -> np.ndarray:
-    return np.ascontiguousarray(w if isinstance(w, np.ndarray) else w.dequantize(), dtype=np.float32)
+from mistral_np import load_tokenizer
+from mistral_np.checkpoints import check_tensors, open_checkpoint, read_float
+from mistral_np.checkpoints.safetensors import save_file
 
 
 def main(src: str, dst: str) -> None:
-    cfg, params, tok = load_gguf(src)
+    ckpt = open_checkpoint(src)
+    check_tensors(ckpt)
+    cfg, tok = ckpt.config, load_tokenizer(src)
     os.makedirs(dst, exist_ok=True)
-    tensors = {"model.embed_tokens.weight": dense(params.embed_tokens), "model.norm.weight": dense(params.norm)}
-    if not cfg.tie_word_embeddings:
-        tensors["lm_head.weight"] = dense(params.lm_head)
-    for i, layer in enumerate(params.layers):
-        for field, leaf in LAYER_TENSORS.items():
-            tensors[f"model.layers.{i}.{leaf}"] = dense(getattr(layer, field))
+    tensors = {name: np.ascontiguousarray(read_float(ckpt, name, np.float32)) for name in ckpt.tensors}
     save_file(tensors, os.path.join(dst, "model.safetensors"))
     with open(os.path.join(dst, "config.json"), "w") as f:
         json.dump(cfg.to_hf_dict(), f, indent=1)

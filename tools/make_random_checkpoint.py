@@ -6,7 +6,7 @@ BF16 (as the real checkpoints are) or F32, one tensor in memory at a time, shard
 files (model-0000k-of-0000n.safetensors + model.safetensors.index.json). Mistral's v1 sentencepiece
 model (shipped inside mistral-common) is copied in as tokenizer.model when the vocabulary is 32000.
 
-Usage:  python tools/make_random_checkpoint.py OUT [--preset mistral-7b-v0.1] [--layers N] [--dtype bf16|f32]
+Usage:  python -m tools.make_random_checkpoint OUT [--preset mistral-7b-v0.1] [--layers N] [--dtype bf16|f32]
 """
 
 import argparse
@@ -19,10 +19,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mistral_np.config import PRESETS  # noqa: E402
-from mistral_np.params import expected_shapes  # noqa: E402
-from mistral_np.safetensors_io import f32_to_bf16, write_streaming  # noqa: E402
+from mistral_np.checkpoints.safetensors import f32_to_bf16, write_streaming
+from mistral_np.model.config import PRESETS
+from mistral_np.model.params import expected_shapes
 
 
 def mistral_common_tokenizer(version="v1"):

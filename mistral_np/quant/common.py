@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import CheckpointError, InvalidArgumentError, QuantizationError
+
 Q = 32  # weights per block, for every format here
 
 
@@ -27,15 +29,15 @@ def weight_blocks(w: np.ndarray, name: str | None = None) -> np.ndarray:
     """Check a float weight and view it as blocks.  (out, in) -> (out * in/Q, Q) float32"""
     w = np.asarray(w)
     if w.ndim != 2:
-        raise ValueError(f"{_label(name)}: expected a 2-D (out, in) weight, got shape {w.shape}")
+        raise QuantizationError(f"{_label(name)}: expected a 2-D (out, in) weight, got shape {w.shape}")
     if w.dtype.kind != "f":
-        raise ValueError(f"{_label(name)}: expected a float weight, got dtype {w.dtype}")
+        raise QuantizationError(f"{_label(name)}: expected a float weight, got dtype {w.dtype}")
     if w.shape[1] % Q != 0:
-        raise ValueError(f"{_label(name)}: input dim {w.shape[1]} is not a multiple of the block size {Q}")
+        raise QuantizationError(f"{_label(name)}: input dim {w.shape[1]} is not a multiple of the block size {Q}")
     w = np.ascontiguousarray(w, dtype=np.float32)
     if not np.isfinite(w).all():
         bad = np.argwhere(~np.isfinite(w))[0]
-        raise ValueError(f"{_label(name)}: contains NaN/Inf (first at index {tuple(int(i) for i in bad)})")
+        raise QuantizationError(f"{_label(name)}: contains NaN/Inf (first at index {tuple(int(i) for i in bad)})")
     return w.reshape(-1, Q)  # (out, in) -> (out*in/Q, Q)
 
 
@@ -45,7 +47,7 @@ def to_fp16(v: np.ndarray, what: str, name: str | None = None) -> np.ndarray:
         h = v.astype(np.float16)
     if np.isinf(h).any():
         worst = float(np.max(np.abs(v)))
-        raise ValueError(f"{_label(name)}: block {what} {worst:.6g} overflows fp16 (max 65504)")
+        raise QuantizationError(f"{_label(name)}: block {what} {worst:.6g} overflows fp16 (max 65504)")
     return h
 
 
@@ -53,21 +55,21 @@ def check_packed(packed: np.ndarray, shape: tuple[int, int], block_bytes: int, n
     """Check packed bytes against a logical (out, in) shape.  -> (out, in/Q * block_bytes) uint8"""
     out_dim, in_dim = shape
     if in_dim % Q != 0:
-        raise ValueError(f"{_label(name)}: input dim {in_dim} is not a multiple of the block size {Q}")
+        raise CheckpointError(f"{_label(name)}: input dim {in_dim} is not a multiple of the block size {Q}")
     if packed.dtype != np.uint8:
-        raise ValueError(f"{_label(name)}: packed blocks must be uint8, got {packed.dtype}")
+        raise CheckpointError(f"{_label(name)}: packed blocks must be uint8, got {packed.dtype}")
     row_bytes = in_dim // Q * block_bytes
     if packed.nbytes != out_dim * row_bytes:
-        raise ValueError(f"{_label(name)}: {packed.nbytes} bytes, expected {out_dim} * {in_dim}/{Q} * {block_bytes}")
+        raise CheckpointError(f"{_label(name)}: {packed.nbytes} bytes, expected {out_dim} * {in_dim}/{Q} * {block_bytes}")
     return packed.reshape(out_dim, row_bytes)
 
 
 def check_activations(x: np.ndarray, in_dim: int) -> np.ndarray:
     """x must be (T, in) float32 with T >= 1."""
     if x.ndim != 2 or x.shape[1] != in_dim or x.shape[0] < 1:
-        raise ValueError(f"activations of shape {x.shape} do not match (T, {in_dim})")
+        raise InvalidArgumentError(f"activations of shape {x.shape} do not match (T, {in_dim})")
     if x.dtype != np.float32:
-        raise ValueError(f"activations must be float32, got {x.dtype}")
+        raise InvalidArgumentError(f"activations must be float32, got {x.dtype}")
     return np.ascontiguousarray(x)
 
 

@@ -1,4 +1,4 @@
-"""Q4_0: ggml's 4-bit block format, byte for byte (SPEC.md §5), in plain NumPy.
+"""Q4_0: ggml's 4-bit block format, byte for byte (docs/references.md#ggml-blocks), in plain NumPy.
 
 One block holds Q=32 consecutive weights of one row, w[0..31], in 18 bytes::
 

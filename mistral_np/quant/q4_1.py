@@ -1,4 +1,4 @@
-"""Q4_1: ggml's asymmetric 4-bit block format (SPEC.md §5), in plain NumPy.
+"""Q4_1: ggml's asymmetric 4-bit block format (docs/references.md#ggml-blocks), in plain NumPy.
 
 GGUF files such as SmolLM2's use it; we read it losslessly (re-quantizing to Q4_0 would be a
 different model). One block holds Q=32 weights in 20 bytes::

@@ -1,4 +1,4 @@
-"""Q8_0: ggml's 8-bit block format, byte for byte (SPEC.md §5), in plain NumPy.
+"""Q8_0: ggml's 8-bit block format, byte for byte (docs/references.md#ggml-blocks), in plain NumPy.
 
 One block holds Q=32 consecutive weights of one row in 34 bytes::
 

@@ -5,59 +5,41 @@
 with the model. Each tensor holds its ggml bytes (``packed``, possibly a slice of a memory-mapped
 GGUF file) and its logical (out, in) shape; ``matmul`` never builds a float copy of the weight.
 
-Q4_0 and Q4_1 tensors move to the interleaved layout (layout.py) on their first ``matmul``
+Q4_0 and Q4_1 tensors move to the interleaved layout (fast/layout.py) on their first ``matmul``
 (or on ``prepare()``) and then *drop* the ggml bytes: the layout holds the same bytes in another
 order, so memory stays at the file's size, and ``packed`` rebuilds the ggml bytes when asked.
 
     w = quantize(np.random.randn(64, 128).astype(np.float32), "Q4_0", name="demo")
-    y = w.matmul(x)                       # (T, 128) -> (T, 64), float activations
-    y = w.matmul(x, activations="int8")   # decode only: Q8_0 activations, 2-4x faster, ~5e-3 rel. error
-    with decode_activations("int8"):      # what generation's decode step does: every matmul(x) of a
-        y = w.matmul(x[:1])               # single row (T == 1) without an explicit choice uses int8
+    y = w.matmul(x)                       # (T, 128) -> (T, 64), float activations: the exact path
+    y = w.matmul(x, activations="int8")   # one row (decode): Q8_0 activations, 2-4x faster, ~5e-3 rel. error
+    w8 = w.with_activations("int8")       # the same weight whose matmul of one row uses int8 activations
 
-``model.forward(ids)`` never enters ``decode_activations``, so it always runs on float activations.
+Which activations a matmul uses is always said where it is called: ``matmul(x)`` is float; generation
+decodes with ``with_activations("int8")`` views of the weights (``decode_weights``), never with a hidden
+switch, so ``model.forward(ids)`` is always the float path.
 
-next: kernels.py for the speed, q4_0.py for the definition.
+next: fast/layout.py (the fast twins start there).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-
 import numpy as np
 
-from . import kernels, layout
+from ..errors import InvalidArgumentError
 from .common import Q, check_packed
-from .q4_0 import dequantize_q4_0_ref
-from .q4_1 import dequantize_q4_1_ref, quantize_q4_1_ref
-from .q8_0 import dequantize_q8_0_ref
-from .quantize_kernels import quantize_q4_0, quantize_q8_0
+from .fast import kernels, layout
+from .fast.quantize import quantize_q4_0, quantize_q8_0
+from .q4_0 import BLOCK_BYTES as Q4_0_BYTES, dequantize_q4_0_ref
+from .q4_1 import BLOCK_BYTES as Q4_1_BYTES, dequantize_q4_1_ref, quantize_q4_1_ref
+from .q8_0 import BLOCK_BYTES as Q8_0_BYTES, dequantize_q8_0_ref
+
+ACTIVATIONS = ("float", "int8")
 
 
-_DECODE_ACTIVATIONS = contextvars.ContextVar("decode_activations", default="float")
-
-
-@contextlib.contextmanager
-def decode_activations(mode: str):
-    """Inside the block, ``matmul(x)`` with T == 1 and no explicit ``activations`` uses ``mode``.
-
-    ``mode`` is "float" or "int8". Prefill (T > 1) and explicit ``activations=...`` are unaffected.
-    """
-    if mode not in ("float", "int8"):
-        raise ValueError(f"decode activations must be 'float' or 'int8', got {mode!r}")
-    token = _DECODE_ACTIVATIONS.set(mode)
-    try:
-        yield
-    finally:
-        _DECODE_ACTIVATIONS.reset(token)
-
-
-def _activations(x: np.ndarray, activations: str | None) -> str:
-    """An explicit choice wins; otherwise float, or the ``decode_activations`` mode for a single row."""
-    if activations is not None:
-        return activations
-    return _DECODE_ACTIVATIONS.get() if np.ndim(x) == 2 and np.shape(x)[0] == 1 else "float"
+def check_activations_mode(mode: str) -> str:
+    if mode not in ACTIVATIONS:
+        raise InvalidArgumentError(f"activations must be 'float' or 'int8', got {mode!r}")
+    return mode
 
 
 class QuantTensor:
@@ -80,13 +62,18 @@ class QuantTensor:
     def nbytes(self) -> int:
         return self.shape[0] * self.shape[1] // Q * self.block_bytes
 
-    def matmul(self, x: np.ndarray, activations: str | None = None) -> np.ndarray:
+    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         """y = x @ w.T.  (T, in) float32 -> (T, out) float32
 
-        ``activations``: "float" (the parity path), "int8" (decode only: x quantized to Q8_0), or None:
-        "float" unless inside ``decode_activations(...)`` with T == 1.
+        ``activations``: "float" (the parity path), or "int8" (x quantized to Q8_0 blocks when T == 1; a
+        prompt of T > 1 rows always uses float activations).
         """
         raise NotImplementedError
+
+    def with_activations(self, mode: str) -> "QuantTensor":
+        """This weight, viewed so that ``matmul(x)`` uses ``mode`` activations ("float": itself)."""
+        check_activations_mode(mode)
+        return self if mode == "float" else ActivationsView(self, mode)
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
         """The whole weight in float: (out, in). Only for tests and export; matmul never needs it."""
@@ -120,8 +107,8 @@ class _NibbleTensor(QuantTensor):
     def packed(self) -> np.ndarray:
         return self._packed if self._packed is not None else layout.unrepack(self._layout)
 
-    def matmul(self, x: np.ndarray, activations: str | None = None) -> np.ndarray:
-        return kernels.matmul_nibbles(x, self.prepare()._layout, _activations(x, activations))
+    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        return kernels.matmul_nibbles(x, self.prepare()._layout, check_activations_mode(activations))
 
     def take_rows(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -133,28 +120,56 @@ class _NibbleTensor(QuantTensor):
 class Q4_0Tensor(_NibbleTensor):
     """w = d * (q - 8), 18 bytes per 32 weights (q4_0.py)."""
 
-    qtype, block_bytes = "Q4_0", 18
+    qtype, block_bytes = "Q4_0", Q4_0_BYTES
     _dequantize_ref = staticmethod(dequantize_q4_0_ref)
 
 
 class Q4_1Tensor(_NibbleTensor):
     """w = q * d + m, 20 bytes per 32 weights (q4_1.py). Read from GGUF files, losslessly."""
 
-    qtype, block_bytes = "Q4_1", 20
+    qtype, block_bytes = "Q4_1", Q4_1_BYTES
     _dequantize_ref = staticmethod(dequantize_q4_1_ref)
 
 
 class Q8_0Tensor(QuantTensor):
     """w = d * qs, 34 bytes per 32 weights (q8_0.py). The kernels read ggml's bytes as they are."""
 
-    qtype, block_bytes = "Q8_0", 34
+    qtype, block_bytes = "Q8_0", Q8_0_BYTES
 
-    def matmul(self, x: np.ndarray, activations: str | None = None) -> np.ndarray:
-        return kernels.matmul_q8_0_blocks(x, self._packed, _activations(x, activations))
+    def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        return kernels.matmul_q8_0_blocks(x, self._packed, check_activations_mode(activations))
 
     def take_rows(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         return dequantize_q8_0_ref(self._packed[ids], (len(ids), self.shape[1]))
+
+
+class ActivationsView:
+    """A quantized weight whose ``matmul(x)`` uses the chosen activations: what ``with_activations`` returns."""
+
+    def __init__(self, base: QuantTensor, mode: str):
+        self.base, self.activations = base, mode
+        self.shape, self.name, self.qtype = base.shape, base.name, base.qtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.base.nbytes
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        return self.base.matmul(x, activations=self.activations)
+
+    def take_rows(self, ids) -> np.ndarray:
+        return self.base.take_rows(ids)
+
+    def dequantize(self, dtype=np.float32) -> np.ndarray:
+        return self.base.dequantize(dtype)
+
+
+def decode_weights(w, mode: str):
+    """``w.with_activations(mode)`` for a quantized weight, ``w`` itself for anything else: apply it to
+    every weight of a model (model.params.map_weights) to get the weights generation decodes with."""
+    check_activations_mode(mode)
+    return w.with_activations(mode) if isinstance(w, QuantTensor) else w
 
 
 TENSOR_TYPES = {cls.qtype: cls for cls in (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor)}
@@ -164,7 +179,7 @@ _QUANTIZERS = {"Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1_ref, "Q8_0": quantiz
 def _qtype(qtype: str) -> str:
     """'q4_0' or 'Q4_0' -> 'Q4_0' (ggml spells them upper-case, file manifests often lower-case)."""
     if str(qtype).upper() not in TENSOR_TYPES:
-        raise ValueError(f"unknown quantization type {qtype!r}; expected one of {sorted(TENSOR_TYPES)}")
+        raise InvalidArgumentError(f"unknown quantization type {qtype!r}; expected one of {sorted(TENSOR_TYPES)}")
     return str(qtype).upper()
 
 

@@ -1,0 +1,50 @@
+"""The ``mistral-np`` command line.
+
+    mistral-np info PATH [--check]      what a checkpoint is, the config values ports get wrong, tensors
+    mistral-np generate MODEL "prompt"  stream a continuation (generate.py)
+    mistral-np chat MODEL               multi-turn chat (generate.py)
+    mistral-np embed MODEL              embeddings of texts, one per line, to .npy (embed.py)
+    mistral-np similarity MODEL --query Q DOC ...   documents ranked by cosine (embed.py)
+    mistral-np fetch smollm2            a real pretrained model (GGUF) into weights/, checksum verified
+    mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint, streamed
+
+User errors (a bad file, a bad argument: every ``mistral_np.errors.MistralNPError``) print one line
+``mistral-np: error: ...`` and exit with the error's status (2 for bad input, 1 for a failed download),
+with no traceback; anything else is a bug and keeps its traceback.
+This is the only place in the package that decides an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import MistralNPError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .checkpoint_commands import add_checkpoint_commands
+    from .embed import add_embed_commands
+    from .generate import add_generate_commands
+    ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_checkpoint_commands(sub)
+    add_generate_commands(sub)
+    add_embed_commands(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MistralNPError as e:
+        print(f"mistral-np: error: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("mistral-np: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Sentence embeddings from a Mistral backbone: e5-mistral-7b-instruct, SFR-Embedding-Mistral, Linq-Embed-Mistral.
+
+What it computes, for each text (docs/references.md#embedders):
+
+    prompt  = "Instruct: {task}\\nQuery: " for an instructed query, a named prompt, or "" for a document
+    ids     = BOS + encode(prompt + text)[: max_length - 2] + EOS               (last-token models)
+    h       = hidden_states(ids)                                                 (T,) -> (T, D)  final-normed
+    v       = h[T - 1]  (the EOS)   or   mean_t h[t]                             (T, D) -> (D,)
+    e       = v / ||v||                                                          (D,)
+
+``BOS + text + EOS`` is built here for last-token models whatever the tokenizer file's post-processor says:
+under transformers >= 5 the e5 repo's tokenizer.json adds only ``<s>`` and the pooled token is then a word,
+not ``</s>`` (docs/references.md#embedders, the "EOS trap"); a post-processor that also adds ``</s>`` is ignored, so EOS is
+never doubled.  Mean-pooling sentence-transformers folders get what sentence-transformers would feed them:
+the specials of the folder's tokenizer.json post-processor (or BOS alone for a sentencepiece-only folder).
+
+Truncation keeps the specials: a text longer than ``max_length`` loses its *end*, and the EOS stays last.
+
+Padding never changes a result, by construction: each sequence runs through the backbone alone, at its own
+length.  Texts are sorted by length and grouped in batches of ``batch_size`` only for the pooling step
+(pooling.py, over a padded (B, T, D) array and its mask, exactly as sentence-transformers pools) and for the
+progress bar; the output rows come back in input order.
+
+Checked against: sentence-transformers 6.2 on tiny random Mistral backbones (tests/test_embed.py).
+next: pooling.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from ..errors import ArgumentTypeError, EmbedderConfigError, InvalidArgumentError
+from ..model.forward import hidden_states
+from .pooling import POOLING, l2_normalize, pad_batch
+from .presets import PRESETS, TASKS, EmbedConfig, get_preset, preset_for_name, read_st_folder
+
+__all__ = ["load_embedder", "Embedder", "EmbedConfig", "PRESETS", "TASKS"]
+
+
+class Embedder:
+    """A backbone ``Model`` plus an ``EmbedConfig``.  ``max_length`` and ``padding_side`` may be changed
+    (like sentence-transformers' ``max_seq_length`` and ``tokenizer.padding_side``)."""
+
+    def __init__(self, model, config: EmbedConfig, prefix_ids: list[int], suffix_ids: list[int]):
+        self.model, self.config = model, config
+        self.prefix_ids, self.suffix_ids = list(prefix_ids), list(suffix_ids)
+        self.max_length = config.max_length
+        self.padding_side = "right"
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def __repr__(self):
+        c = self.config
+        return (f"Embedder({c.name}, pooling={c.pooling}, normalize={c.normalize}, max_length={self.max_length}, "
+                f"D={self.dim}, prompts={len(c.prompts)}, source={c.source!r})")
+
+    # -- text -> prompt -> ids ------------------------------------------------------------------------------
+    def prompt(self, instruction: str | None = None, prompt_name: str | None = None) -> str:
+        """The literal prefix for these arguments ("" for a plain document).
+
+        ``instruction="..."`` -> ``"Instruct: ...\\nQuery: "`` (``""`` -> no prefix, as mteb does);
+        ``prompt_name=`` -> the folder's named prompt, else ``TASKS[name]`` in the instruction template;
+        neither -> the folder's ``default_prompt_name`` prompt if it has one, else "".
+        """
+        if instruction is not None and prompt_name is not None:
+            raise InvalidArgumentError("give instruction= or prompt_name=, not both")
+        if instruction is not None:
+            if not isinstance(instruction, str):
+                raise ArgumentTypeError(f"instruction must be a string, got {type(instruction).__name__}")
+            return self.config.instruction_template.format(instruction=instruction) if instruction else ""
+        if prompt_name is None:
+            prompt_name = self.config.default_prompt_name
+            if prompt_name is None:
+                return ""
+        if prompt_name in self.config.prompts:
+            return self.config.prompts[prompt_name]
+        if prompt_name in TASKS:
+            return self.config.instruction_template.format(instruction=TASKS[prompt_name])
+        known = sorted(set(self.config.prompts) | set(TASKS))
+        raise InvalidArgumentError(f"unknown prompt name {prompt_name!r}; known: {', '.join(known)}")
+
+    def token_ids(self, text: str, prompt: str = "") -> tuple[list[int], int]:
+        """(the ids fed to the backbone, how many leading ids belong to the prompt and its specials)."""
+        if self.max_length < len(self.prefix_ids) + len(self.suffix_ids) + 1:
+            raise InvalidArgumentError(f"max_length {self.max_length} leaves no room for text between the special tokens")
+        content = self.tokenizer.encode(prompt + text)
+        room = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        ids = self.prefix_ids + content[:room] + self.suffix_ids
+        # sentence-transformers measures the prompt alone, minus a trailing special token (include_prompt=False)
+        n_prompt = len(self.prefix_ids) + len(self.tokenizer.encode(prompt)) if prompt else 0
+        return ids, n_prompt
+
+    # -- ids -> vectors ---------------------------------------------------------------------------------------
+    def encode(self, texts, instruction: str | None = None, prompt_name: str | None = None, batch_size: int = 8,
+               normalize: bool = True, show_progress: bool | None = None) -> np.ndarray:
+        """Texts -> float32 array (N, D), row i for texts[i].
+
+        A single string is treated as a list of one (result (1, D)); an empty list gives a (0, D) array.
+        An empty string is a valid text (its vector is that of the prompt and specials alone).
+        ``normalize=False`` skips the L2 step even when the recipe has it (e5's classification setting).
+        """
+        texts = _check_texts(texts)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        prompt = self.prompt(instruction, prompt_name)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        seqs = [self.token_ids(t, prompt) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(seqs[i][0]))   # longest first, as ST does
+        show = (len(texts) > 64 and sys.stderr.isatty()) if show_progress is None else bool(show_progress)
+        bar = _progress(len(texts), show)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            rows = [self._hidden(seqs[i][0]) for i in batch]                  # [(T_b, D)]
+            h, mask = pad_batch(rows, self.padding_side)                       # (B, T, D), (B, T)
+            if not self.config.include_prompt:
+                mask = _drop_prompt(mask, [seqs[i][1] for i in batch], self.padding_side)
+            v = POOLING[self.config.pooling](h, mask)                          # (B, T, D) -> (B, D)
+            if normalize and self.config.normalize:
+                v = l2_normalize(v)
+            out[batch] = v
+            bar.update(len(batch))
+        bar.close()
+        return out
+
+    def _hidden(self, ids: list[int]) -> np.ndarray:
+        m = self.model
+        ids = np.asarray(ids, dtype=np.int64)
+        return hidden_states(m.params, m.config, ids, np.arange(len(ids), dtype=np.int64), m.dtype)  # (T, D)
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, dict)) or not hasattr(texts, "__iter__"):
+        raise ArgumentTypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ArgumentTypeError(f"texts[{i}] is a {type(t).__name__}, not a string")
+    return texts
+
+
+def _drop_prompt(mask: np.ndarray, n_prompt: list[int], side: str) -> np.ndarray:
+    """Zero the prompt tokens of each row (sentence-transformers' ``include_prompt=False``)."""
+    mask = mask.copy()
+    for b, n in enumerate(n_prompt):
+        first = int(np.argmax(mask[b])) if side == "left" else 0
+        mask[b, first:first + n] = 0
+    return mask
+
+
+class _NoBar:
+    def update(self, n): pass
+    def close(self): pass
+
+
+def _progress(total: int, show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, unit="text", desc="embedding", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_embedder(path, preset: str | None = None, dtype=np.float32) -> Embedder:
+    """Checkpoint folder (or file) -> Embedder.
+
+    The recipe comes from ``preset=`` ("e5-mistral", "sfr-mistral", "linq-mistral") if given, else the
+    sentence-transformers files, else the model's name (config.json ``_name_or_path``, else the folder name).
+    The backbone is loaded with ``load_model``, so any checkpoint format it reads works here.
+    """
+    from ..api import load_model
+    from ..files import require_path
+    path = require_path(path, hint="weights/README.md says where to get each checkpoint")
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    if preset is not None:
+        cfg = get_preset(preset)
+    else:
+        cfg = (read_st_folder(path) if os.path.isdir(path) else None) or preset_for_name(_model_name(path))
+        if cfg is None:
+            raise EmbedderConfigError(
+                f"{path}: cannot tell which embedder this is (no sentence-transformers modules.json, and the name "
+                f"{_model_name(path)!r} matches no preset); pass preset= one of {', '.join(PRESETS)}")
+    backbone = os.path.join(path, cfg.backbone) if cfg.backbone else path
+    model = load_model(backbone, dtype=dtype)
+    if model.tokenizer is None:
+        from ..text.tokenizer import has_tokenizer, load_tokenizer
+        if not has_tokenizer(folder):
+            raise EmbedderConfigError(f"{path}: no tokenizer found next to the weights")
+        model.tokenizer = load_tokenizer(folder)
+    tok = model.tokenizer
+    if cfg.special_tokens == "bos_eos":
+        prefix, suffix = [tok.bos_id], [tok.eos_id]
+    else:
+        prefix, suffix = _post_processor_specials(backbone if os.path.isdir(backbone) else folder, tok)
+    return Embedder(model, cfg, prefix, suffix)
+
+
+def _model_name(path: str) -> str:
+    config = os.path.join(path, "config.json")
+    if os.path.isfile(config):
+        from ..checkpoints.config_files import read_json
+        d = read_json(config)
+        name = d.get("_name_or_path") if isinstance(d, dict) else None
+        if isinstance(name, str) and name:
+            return name
+    return os.path.basename(os.path.normpath(path))
+
+
+def _post_processor_specials(folder: str, tok) -> tuple[list[int], list[int]]:
+    """The ids tokenizer.json's post-processor puts before and after a text, found by encoding a probe with
+    and without special tokens (transformers >= 5 applies this post-processor as it is,
+    docs/references.md#embedders)."""
+    file = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(file):
+        return [tok.bos_id], []               # sentencepiece only: Llama/Mistral tokenizers add BOS alone
+    import tokenizers
+    t = tokenizers.Tokenizer.from_file(file)
+    plain = t.encode("hello world", add_special_tokens=False).ids
+    full = t.encode("hello world", add_special_tokens=True).ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i], full[i + len(plain):]
+    raise EmbedderConfigError(f"{file}: cannot tell which special tokens the post-processor adds")

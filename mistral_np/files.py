@@ -1,0 +1,98 @@
+"""Writing files all or nothing, reading them with errors that name them, and hashing them.
+
+Every file mistral_np writes (a quantized folder, a safetensors file, an ``.npy`` of embeddings, a golden
+pack, a fetched model) goes through ``atomic_file`` or ``atomic_folder``: the bytes are written under a
+temporary name in the destination's own folder, flushed to disk, and renamed into place only when complete,
+so an interrupted run never leaves a half-written file under the real name. The temporary file is created
+with mode 0666 and the folder with 0777, both reduced by the process umask exactly as ``open`` or ``mkdir``
+would, so outputs get the permissions the user expects (``tempfile.mkstemp`` would give 0600).
+
+    with atomic_file("out.npy") as f:        # f is a binary file object on ".out.npy.tmp-<pid>-<n>"
+        np.save(f, vectors)                  # on success: fsync, rename to out.npy; on error: removed
+    with atomic_folder("dst") as tmp:        # a folder ".dst.partial-<pid>-<n>" beside dst
+        ...write files into tmp...           # on success renamed to dst (replacing it if replace=True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import shutil
+
+from .errors import FileAccessError, PathNotFoundError
+
+_counter = itertools.count()
+
+
+def _temporary_name(path: str, kind: str) -> str:
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{base}.{kind}-{os.getpid()}-{next(_counter)}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb"):
+    """A file object that becomes ``path`` only if the block completes (see the module docstring)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_file mode must be 'wb' or 'w', got {mode!r}")
+    tmp = _temporary_name(path, "tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as for open()
+    except OSError as e:
+        raise FileAccessError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, FileAccessError):
+            raise FileAccessError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str, replace: bool = False):
+    """A temporary folder beside ``path`` that is renamed to ``path`` when the block completes.
+
+    With ``replace=False`` an existing ``path`` is an error (checked before any work); with ``replace=True``
+    it is removed just before the rename."""
+    if os.path.exists(path) and not replace:
+        raise FileAccessError(f"{path} already exists")
+    tmp = _temporary_name(path, "partial")
+    try:
+        os.mkdir(tmp)
+    except OSError as e:
+        raise FileAccessError(f"{path}: cannot create a folder beside it ({e.strerror})") from None
+    try:
+        yield tmp
+        if os.path.exists(path):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise FileAccessError(f"{path}: cannot read ({e.strerror})") from None
+    return h.hexdigest()
+
+
+def require_path(path, what: str = "file or folder", hint: str = "") -> str:
+    """``os.fspath(path)`` if it exists, else a PathNotFoundError naming it (and the hint, if any)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise PathNotFoundError(f"{path}: no such {what}" + (f" ({hint})" if hint else ""))
+    return path

@@ -1,0 +1,49 @@
+"""Grouped-query self-attention (Ainslie et al. 2023, "GQA") with the sliding-window mask.
+
+    q, k, v = x Wq^T, x Wk^T, x Wv^T           (T, D) -> (T, H, Dh), (T, K, Dh), (T, K, Dh)
+    q, k    = rope(q, pos), rope(k, pos)       keys are cached AFTER rotation (absolute positions)
+    p       = softmax(q k^T / sqrt(Dh) + mask) per query head h, using KV head h // G      (H, T, S)
+    out     = (p v) Wo^T                       (T, H, Dh) -> (T, D)
+
+The scores, the mask and the softmax are gqa.py; this file is the layer around them. The cache view
+(kv_cache.py) stores this call's keys and values and returns every key the new queries may need, each
+labelled with its absolute position; masks.py decides visibility from positions alone, so one code path
+serves a full prefill, a chunk of a prefill over a cache, and decoding one token.
+
+For calls of more than ``QUERY_BLOCK`` tokens the same computation runs block by block over the queries
+(gqa_blocked.py, the tested twin), so the score matrix never holds T x S entries at once; only the
+plain path here records the probabilities in a trace. Matches HF ``MistralAttention`` (eager/SDPA).
+
+next: rope.py.
+"""
+
+from __future__ import annotations
+
+from .gqa import attention_probs, mix_values
+from .gqa_blocked import QUERY_BLOCK, grouped_query_attention_blocked
+from .ops import linear
+from .rope import apply_rope
+
+
+def attention(x, layer, cfg, pos, cache, trace):
+    """x (T, D) normalized hidden states -> (T, D) attention output (after o_proj)."""
+    T, H, K, Dh = x.shape[0], cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    q = linear(x, layer.q_proj).reshape(T, H, Dh)    # (T, D) -> (T, H, Dh)
+    k = linear(x, layer.k_proj).reshape(T, K, Dh)    # (T, D) -> (T, K, Dh)
+    v = linear(x, layer.v_proj).reshape(T, K, Dh)    # (T, D) -> (T, K, Dh)
+    trace.record("q", q)
+    trace.record("k", k)
+    q, k = apply_rope(q, pos.cos, pos.sin), apply_rope(k, pos.cos, pos.sin)
+    trace.record("q_rope", q)
+    trace.record("k_rope", k)
+    trace.record("v", v)
+    k_all, v_all, k_pos = cache.update(k, v, pos.index)                     # (S, K, Dh) x2, (S,)
+    if T <= QUERY_BLOCK:
+        probs = attention_probs(q, k_all, pos.index, k_pos, cfg.sliding_window)   # (H, T, S)
+        if trace.wants_probs(T, len(k_pos)):
+            trace.record("attn_probs", probs)
+        out = mix_values(probs, v_all)                                      # (T, H, Dh)
+    else:
+        out = grouped_query_attention_blocked(q, k_all, v_all, pos.index, k_pos, cfg.sliding_window)
+    return linear(out.reshape(T, H * Dh), layer.o_proj)                     # (T, H*Dh) -> (T, D)
+

@@ -1,0 +1,49 @@
+"""The few numeric primitives every layer uses: ``linear``, ``take_rows``, ``softmax``, ``silu``.
+
+(``log_softmax`` serves the samplers and quality reports that sit beside the model.)
+
+``linear`` is the single place where the float and the quantized paths meet: a plain NumPy weight is
+multiplied directly; anything else (a quantized tensor, a BF16 weight converted on use) brings its
+own ``matmul``. The model code calls ``linear`` and never branches on the weight's kind.
+
+next: that is the whole model. Generation (mistral_np/generation/loop.py) drives it token by token;
+docs/tour.md continues the reading order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def linear(x: np.ndarray, w) -> np.ndarray:
+    """y = x @ w.T for an [out, in] weight (nn.Linear orientation).  (T, in) -> (T, out)"""
+    if isinstance(w, np.ndarray):
+        assert w.dtype == x.dtype, f"weight dtype {w.dtype} != activation dtype {x.dtype}"
+        return x @ w.T
+    return w.matmul(x)
+
+
+def take_rows(w, ids: np.ndarray) -> np.ndarray:
+    """Embedding lookup: rows ``ids`` of a (V, D) table.  (T,) -> (T, D)"""
+    if isinstance(w, np.ndarray):
+        return w[ids]
+    return w.take_rows(ids)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x - max) / sum: subtracting the row maximum keeps exp from overflowing. -inf entries give 0."""
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log(softmax(x)) = x - max - log(sum(exp(x - max))), without forming the probabilities."""
+    m = np.max(x, axis=axis, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """silu(x) = x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2 (no overflow for large |x|)."""
+    half = x.dtype.type(0.5)
+    return x * (half + half * np.tanh(half * x))

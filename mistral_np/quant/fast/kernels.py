@@ -1,0 +1,258 @@
+"""Numba twins of the reference functions: same names without ``_ref``, same signatures, same numbers.
+
+    q4_0.py  dequantize_q4_0_ref / matmul_q4_0_ref   <->   here  dequantize_q4_0 / matmul_q4_0
+    q4_1.py  dequantize_q4_1_ref / matmul_q4_1_ref   <->         dequantize_q4_1 / matmul_q4_1
+    q8_0.py  dequantize_q8_0_ref / matmul_q8_0_ref   <->         dequantize_q8_0 / matmul_q8_0
+
+The twins taking ggml bytes repack on every call (fine for tests and one-off use). The tensor
+classes (tensor.py) repack once and call the layout-level functions ``matmul_nibbles`` /
+``dequantize_nibbles`` / ``matmul_q8_0_blocks`` directly. Two regimes (docs/performance.md):
+
+* T == 1, decode: a matrix-vector product is memory-bound: decode.py's kernels, on the interleaved
+  layout (layout.py) for Q4_0/Q4_1 and on ggml's bytes for Q8_0. ``activations="float"`` (the
+  parity path) multiplies float32 activations; ``"int8"`` first quantizes x to Q8_0 blocks and
+  uses exact integer dot products as llama.cpp does, 2-4x faster, with an extra error bounded in
+  docs/quantization.md. Row groups are handed out dynamically (``numba.parallel_chunksize(1)``).
+* T > 1, prefill: compute-bound. Tiles of rows are dequantized into a float32 scratch buffer
+  (never the whole weight) and multiplied by BLAS sgemm. Always float activations.
+
+fp16 scales stay fp16 in memory (so the layout costs exactly the file's bytes) and are converted
+by a 65536-entry table here, by the CPU's half->float conversion in decode.py: both exact.
+
+Set ``OMP_WAIT_POLICY=PASSIVE`` in the environment (not here) when BLAS and Numba share the CPU.
+
+next: quantize.py (the quantizers).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ...errors import InvalidArgumentError
+from ..common import Q, check_activations, check_packed
+from ..q4_0 import BLOCK_BYTES as Q4_0_BYTES
+from ..q4_1 import BLOCK_BYTES as Q4_1_BYTES
+from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
+from . import decode
+from .layout import V, NibbleLayout, repack
+
+F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # fp16 bits -> float32
+ROW_TILE = 256  # rows per dequantized prefill tile: 256 x 4096 float32 = 4 MiB of scratch per thread
+SERIAL_BYTES = 1 << 17  # decode weights up to 128 KiB run on the calling thread (~10 us at 12 GB/s)
+_NO_M = np.zeros((1, 1), dtype=np.uint16)  # placeholder for Q4_0's absent minimums
+_ZERO = np.zeros(1, dtype=np.float32)  # placeholder for Q4_0's absent block sums
+
+
+# ---------------------------------------------------------------- dequantizing rows (tiles, embeddings)
+
+
+@njit(cache=True)
+def _dequant_nibble_rows(qs, d, m, has_m, offset, lut, rows, out):
+    """out[i] = dequantized row rows[i]: d * (q - offset) [+ m], the same float32 roundings as the ref."""
+    nb = d.shape[1]
+    nv = nb // V * V
+    off = np.float32(offset)
+    for i in range(len(rows)):
+        r = rows[i]
+        for blk in range(nb):
+            scale = lut[d[r, blk]]
+            mn = lut[m[r, blk]] if has_m else np.float32(0.0)
+            if blk < nv:  # byte 4g + k of the block sits at base + g*32 + k (layout.py)
+                base, step = blk // V * 128 + blk % V * 4, 32
+            else:
+                base, step = blk * 16, 4
+            for g in range(4):
+                for k in range(4):
+                    byte = qs[r, base + g * step + k]
+                    lo = (np.float32(byte & 15) - off) * scale
+                    hi = (np.float32(byte >> 4) - off) * scale
+                    if has_m:
+                        lo += mn
+                        hi += mn
+                    out[i, blk * Q + 4 * g + k] = lo
+                    out[i, blk * Q + 16 + 4 * g + k] = hi
+
+
+@njit(parallel=True, cache=True)
+def _dequant_nibble_rows_par(qs, d, m, has_m, offset, lut, rows, out, n_groups):
+    n = len(rows)
+    for grp in prange(n_groups):
+        lo, hi = grp * n // n_groups, (grp + 1) * n // n_groups
+        _dequant_nibble_rows(qs, d, m, has_m, offset, lut, rows[lo:hi], out[lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _gemm_nibble_tiles(x, qs, d, m, has_m, offset, lut, tile):
+    """Prefill: y = x @ w.T, tiles of rows dequantized per thread, each multiplied by BLAS.  -> (T, out)"""
+    out_dim, nb = d.shape
+    y = np.empty((x.shape[0], out_dim), dtype=np.float32)
+    n_tiles = (out_dim + tile - 1) // tile
+    for t in prange(n_tiles):
+        r0 = t * tile
+        n = min(tile, out_dim - r0)
+        scratch = np.empty((n, nb * Q), dtype=np.float32)  # (tile, in): the only float copy, one tile
+        _dequant_nibble_rows(qs, d, m, has_m, offset, lut, np.arange(r0, r0 + n), scratch)
+        y[:, r0:r0 + n] = np.dot(x, scratch.T)  # (T, in) @ (in, tile)
+    return y
+
+
+# ---------------------------------------------------------------- Q8_0, read in ggml's own layout
+
+
+@njit(cache=True)
+def _dequant_q8_0_rows(blocks, lut, rows, out):
+    """blocks (out, nb*34) uint8 -> out[i] = d * qs for row rows[i]."""
+    nb = blocks.shape[1] // Q8_0_BYTES
+    for i in range(len(rows)):
+        r = rows[i]
+        for blk in range(nb):
+            o = blk * Q8_0_BYTES
+            scale = lut[np.uint16(blocks[r, o]) | (np.uint16(blocks[r, o + 1]) << 8)]
+            for k in range(Q):
+                v = np.int8(blocks[r, o + 2 + k])  # the byte is two's-complement int8
+                out[i, blk * Q + k] = np.float32(v) * scale
+
+
+@njit(parallel=True, cache=True)
+def _dequant_q8_0_rows_par(blocks, lut, rows, out, n_groups):
+    n = len(rows)
+    for grp in prange(n_groups):
+        lo, hi = grp * n // n_groups, (grp + 1) * n // n_groups
+        _dequant_q8_0_rows(blocks, lut, rows[lo:hi], out[lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _gemm_q8_0_tiles(x, blocks, lut, tile):
+    out_dim = blocks.shape[0]
+    nb = blocks.shape[1] // Q8_0_BYTES
+    y = np.empty((x.shape[0], out_dim), dtype=np.float32)
+    n_tiles = (out_dim + tile - 1) // tile
+    for t in prange(n_tiles):
+        r0 = t * tile
+        n = min(tile, out_dim - r0)
+        scratch = np.empty((n, nb * Q), dtype=np.float32)
+        _dequant_q8_0_rows(blocks, lut, np.arange(r0, r0 + n), scratch)
+        y[:, r0:r0 + n] = np.dot(x, scratch.T)
+    return y
+
+
+# ---------------------------------------------------------------- layout-level entry points (used by tensor.py)
+
+
+def _n_groups(n_rows: int) -> int:
+    """Row groups for prange: several per thread (at least 16 rows each), so a thread slowed by a noisy
+    neighbour is helped (the decode kernels hand them out dynamically)."""
+    return max(1, min(n_rows // 16, 16 * numba.get_num_threads()))
+
+
+def _check_mode(activations: str) -> None:
+    if activations not in ("float", "int8"):
+        raise InvalidArgumentError(f"activations must be 'float' or 'int8', got {activations!r}")
+
+
+def _blas_one_thread():
+    """BLAS limited to one thread while Numba's threads each run their own tile."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float") -> np.ndarray:
+    """y = x @ w.T for a Q4_0/Q4_1 weight in the interleaved layout.  (T, in) -> (T, out)"""
+    out_dim, nb = lay.d.shape
+    x = check_activations(x, nb * Q)
+    has_m = lay.m is not None
+    m = lay.m if has_m else _NO_M
+    _check_mode(activations)
+    if x.shape[0] > 1:  # prefill: float tiles and BLAS, whatever `activations` says
+        with _blas_one_thread():
+            return _gemm_nibble_tiles(x, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32, ROW_TILE)
+    if activations == "float":
+        xsum = x[0].reshape(nb, Q).sum(axis=1, dtype=np.float32) if has_m else _ZERO
+        args = (decode.interleave_x(x[0]), xsum, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
+        return _gemv(decode.rows_nibbles_float, decode.gemv_nibbles_float, args, out_dim, lay.nbytes)
+    xr, sxo, dx, dxs = decode.prepare_x_int8(x[0], lay.offset)
+    args = (xr, sxo, dx, dxs, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
+    return _gemv(decode.rows_nibbles_int8, decode.gemv_nibbles_int8, args, out_dim, lay.nbytes)
+
+
+def _gemv(rows_fn, parallel_fn, args, out_dim, nbytes):
+    """Run a decode kernel: serially for a small weight (a parallel launch costs ~5 us), else row groups
+    handed out one at a time to the threads (chunk size 1: a thread slowed by another process is helped).
+    -> (1, out)"""
+    if nbytes <= SERIAL_BYTES:
+        y = np.empty(out_dim, dtype=np.float32)
+        rows_fn(*args, 0, out_dim, y)
+        return y[None, :]
+    chunk = numba.set_parallel_chunksize(1)
+    try:
+        return parallel_fn(*args, _n_groups(out_dim))[None, :]
+    finally:
+        numba.set_parallel_chunksize(chunk)
+
+
+def dequantize_nibbles(lay: NibbleLayout, rows: np.ndarray | None = None) -> np.ndarray:
+    """Float32 rows of an interleaved-layout weight (all rows if ``rows`` is None).  -> (len(rows), in)"""
+    out_dim, nb = lay.d.shape
+    rows = np.arange(out_dim) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = np.empty((len(rows), nb * Q), dtype=np.float32)
+    has_m = lay.m is not None
+    _dequant_nibble_rows_par(lay.qs, lay.d, lay.m if has_m else _NO_M, has_m, lay.offset, F16_TO_F32, rows, out,
+                             _n_groups(len(rows)))
+    return out
+
+
+def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "float") -> np.ndarray:
+    """y = x @ w.T for Q8_0 bytes rows (out, nb*34).  (T, in) -> (T, out)"""
+    x = check_activations(x, rows.shape[1] // Q8_0_BYTES * Q)
+    rows = np.ascontiguousarray(rows)  # the vector loads index the bytes flat
+    _check_mode(activations)
+    if x.shape[0] > 1:
+        with _blas_one_thread():
+            return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)
+    if activations == "float":
+        args = (x[0], rows, F16_TO_F32)
+        return _gemv(decode.rows_q8_0_float, decode.gemv_q8_0_float, args, rows.shape[0], rows.nbytes)
+    xq, dx, _ = decode.quantize_x_q8_0(x[0])
+    args = (xq, dx, rows, F16_TO_F32)
+    return _gemv(decode.rows_q8_0_int8, decode.gemv_q8_0_int8, args, rows.shape[0], rows.nbytes)
+
+
+def dequantize_q8_0_blocks(rows: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+    """Float32 rows of Q8_0 bytes (out, nb*34).  -> (len(ids), in)"""
+    ids = np.arange(rows.shape[0]) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
+    out = np.empty((len(ids), rows.shape[1] // Q8_0_BYTES * Q), dtype=np.float32)
+    _dequant_q8_0_rows_par(rows, F16_TO_F32, ids, out, _n_groups(len(ids)))
+    return out
+
+
+# ---------------------------------------------------------------- the twins of the reference functions
+
+
+def dequantize_q4_0(packed: np.ndarray, shape: tuple[int, int], name: str | None = None) -> np.ndarray:
+    return dequantize_nibbles(repack(check_packed(packed, shape, Q4_0_BYTES, name), shape, "Q4_0"))
+
+
+def matmul_q4_0(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], name: str | None = None,
+                activations: str = "float") -> np.ndarray:
+    return matmul_nibbles(x, repack(check_packed(packed, shape, Q4_0_BYTES, name), shape, "Q4_0"), activations)
+
+
+def dequantize_q4_1(packed: np.ndarray, shape: tuple[int, int], name: str | None = None) -> np.ndarray:
+    return dequantize_nibbles(repack(check_packed(packed, shape, Q4_1_BYTES, name), shape, "Q4_1"))
+
+
+def matmul_q4_1(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], name: str | None = None,
+                activations: str = "float") -> np.ndarray:
+    return matmul_nibbles(x, repack(check_packed(packed, shape, Q4_1_BYTES, name), shape, "Q4_1"), activations)
+
+
+def dequantize_q8_0(packed: np.ndarray, shape: tuple[int, int], name: str | None = None) -> np.ndarray:
+    return dequantize_q8_0_blocks(check_packed(packed, shape, Q8_0_BYTES, name))
+
+
+def matmul_q8_0(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], name: str | None = None,
+                activations: str = "float") -> np.ndarray:
+    return matmul_q8_0_blocks(x, check_packed(packed, shape, Q8_0_BYTES, name), activations)

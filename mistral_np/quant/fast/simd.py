@@ -1,0 +1,284 @@
+"""256-bit vectors as Numba values: the few operations the decode kernels need, as ``@intrinsic``s.
+
+LLVM does not turn scalar Numba loops over nibbles and int8 into the x86 integer dot-product
+instructions (``vpdpbusd``, ``vpmaddubsw``; docs/quantization.md, "Kernel performance"), so the
+decode kernels hold 256-bit vectors in registers and call these. Each op is a handful of LLVM IR
+instructions; everything is inlined into the calling ``@njit`` function.
+
+    I8x32   <32 x i8>    32 bytes (signed or unsigned, as the op says)
+    I32x8   <8 x i32>    8 int32 lanes
+    F32x8   <8 x float>  8 float32 lanes
+
+The one CPU-dependent op is ``dpbusd(acc, u, s)``: acc[i] += sum_{k<4} u[4i+k] * s[4i+k], u unsigned
+and s signed bytes. It compiles to ``vpdpbusd`` (AVX-VNNI or AVX512-VNNI), else to AVX2
+``vpmaddubsw`` + ``vpmaddwd`` (exact only if every pair u0*s0 + u1*s1 fits int16: callers keep
+u <= 128 and |s| <= 127), else to plain IR any LLVM target compiles. The choice follows the CPU
+features Numba compiles for (its own setting, so cached code stays consistent); tests run all three.
+
+Loads are unaligned and unchecked: callers keep offsets inside the arrays (element offsets).
+
+next: decode.py.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+
+class Vec(types.Type):
+    """A fixed-width LLVM vector as a Numba type."""
+
+    def __init__(self, kind: str, bits: int, count: int):
+        self.kind, self.bits, self.count = kind, bits, count
+        super().__init__(name=f"{kind}{bits}x{count}")
+
+    def llvm_type(self):
+        return ir.VectorType(ir.FloatType() if self.kind == "f" else ir.IntType(self.bits), self.count)
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, fe_type.llvm_type())
+
+
+I8x32, I32x8, F32x8 = Vec("i", 8, 32), Vec("i", 32, 8), Vec("f", 32, 8)
+_i8, _i16, _i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+_V8I32, _V32I8, _V16I16, _V8F = I32x8.llvm_type(), I8x32.llvm_type(), ir.VectorType(_i16, 16), F32x8.llvm_type()
+
+
+def _splat(ty: ir.VectorType, value):
+    return ir.Constant(ty, [ir.Constant(ty.element, value)] * ty.count)
+
+
+def _shuffle(builder, a, b, idx):
+    """shufflevector a, b with the lane indices idx (a list of ints)."""
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_i32, len(idx)), list(idx)))
+
+
+def _call(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _features(context) -> str:
+    """The CPU features Numba's code generator targets ("+avx2,+fma,..."), "" if unknown."""
+    return getattr(context.codegen(), "_tm_features", "") or ""
+
+
+def dot_mode(features: str) -> str:
+    """Which ``dpbusd`` lowering a feature string gets: "vnni", "avx2" or "generic"."""
+    f = set(features.split(","))
+    if "+avxvnni" in f or {"+avx512vnni", "+avx512vl"} <= f:
+        return "vnni"
+    return "avx2" if "+avx2" in f else "generic"
+
+
+def emit_dpbusd(builder, acc, u, s, mode: str):
+    """IR for acc + (4-byte groups of u (unsigned) * s (signed), summed into int32 lanes)."""
+    if mode == "vnni":
+        bu, bs = builder.bitcast(u, _V8I32), builder.bitcast(s, _V8I32)
+        return _call(builder, "llvm.x86.avx512.vpdpbusd.256", _V8I32, [acc, bu, bs])
+    if mode == "avx2":
+        pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [u, s])
+        quads = _call(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [pairs, _splat(_V16I16, 1)])
+        return builder.add(acc, quads)
+    v32 = ir.VectorType(_i32, 32)
+    prod = builder.mul(builder.zext(u, v32), builder.sext(s, v32))
+    for k in range(4):
+        acc = builder.add(acc, _shuffle(builder, prod, prod, [4 * i + k for i in range(8)]))
+    return acc
+
+
+def _data_ptr(context, builder, arr_ty, arr, off, off_ty, vty):
+    data = context.make_array(arr_ty)(context, builder, arr).data
+    ptr = builder.gep(data, [context.cast(builder, off, off_ty, types.intp)])
+    return builder.bitcast(ptr, vty.as_pointer())
+
+
+def _loader(itemsize, ret, convert=None):
+    """An intrinsic load(arr, off) of one vector from arr[off:], for 1-D arrays of itemsize bytes."""
+
+    def load(typingctx, arr, off):
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
+                and arr.dtype.bitwidth == itemsize * 8 and isinstance(off, types.Integer)):
+            return None  # only contiguous 1-D arrays: the offset is a flat element index
+
+        def codegen(context, builder, sig, args):
+            raw_ty = ir.VectorType(ir.IntType(16), 8) if convert else ret.llvm_type()
+            v = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], raw_ty), align=1)
+            return convert(builder, v) if convert else v
+
+        return ret(arr, off), codegen
+
+    return intrinsic(load)
+
+
+def _half_to_float(builder, v):
+    return builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), 8)), _V8F)
+
+
+load_i8x32 = _loader(1, I8x32)  # 32 bytes from a uint8 or int8 array
+load_i32x8 = _loader(4, I32x8)  # only for int32 arrays (float32 has the same width: use load_f32x8)
+load_f32x8 = _loader(4, F32x8)
+load_f16x8 = _loader(2, F32x8, _half_to_float)  # 8 fp16 bit patterns (uint16 array) -> float32, exact
+
+
+@intrinsic
+def load_nibbles16(typingctx, arr, off):
+    """16 bytes of a ggml nibble block -> 32 bytes in element order: low nibbles (0..15), then high (16..31)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 8
+            and isinstance(off, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v16 = ir.VectorType(_i8, 16)
+        v = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], v16), align=1)
+        lo, hi = builder.and_(v, _splat(v16, 15)), builder.lshr(v, _splat(v16, 4))
+        return _shuffle(builder, lo, hi, range(32))
+
+    return I8x32(arr, off), codegen
+
+
+@intrinsic
+def zero_i32x8(typingctx):
+    return I32x8(), lambda context, builder, sig, args: ir.Constant(_V8I32, None)
+
+
+@intrinsic
+def zero_f32x8(typingctx):
+    return F32x8(), lambda context, builder, sig, args: ir.Constant(_V8F, None)
+
+
+@intrinsic
+def splat_f32x8(typingctx, x):
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float32)
+        one = builder.insert_element(ir.Constant(_V8F, None), v, ir.Constant(_i32, 0))
+        return _shuffle(builder, one, one, [0] * 8)
+
+    return F32x8(x), codegen
+
+
+def _binary(vty, op):
+    def fn(typingctx, a, b):
+        if a != vty or b != vty:
+            return None
+        return vty(a, b), lambda context, builder, sig, args: op(builder, args[0], args[1])
+
+    return intrinsic(fn)
+
+
+def _unary(argty, retty, op):
+    def fn(typingctx, a):
+        if a != argty:
+            return None
+        return retty(a), lambda context, builder, sig, args: op(builder, args[0])
+
+    return intrinsic(fn)
+
+
+add_i32x8 = _binary(I32x8, lambda b, x, y: b.add(x, y))
+sub_i32x8 = _binary(I32x8, lambda b, x, y: b.sub(x, y))
+mul_f32x8 = _binary(F32x8, lambda b, x, y: b.fmul(x, y))
+nib_lo = _unary(I8x32, I8x32, lambda b, v: b.and_(v, _splat(_V32I8, 15)))  # low nibbles, 0..15
+nib_hi = _unary(I8x32, I8x32, lambda b, v: b.lshr(v, _splat(_V32I8, 4)))  # high nibbles, 0..15
+# |v| as unsigned bytes (-128 -> 128)
+abs_i8 = _unary(I8x32, I8x32, lambda b, v: b.select(b.icmp_signed("<", v, _splat(_V32I8, 0)), b.neg(v), v))
+cvt_i32x8 = _unary(I32x8, F32x8, lambda b, v: b.sitofp(v, _V8F))  # exact below 2**24
+
+
+@intrinsic
+def sub_i8(typingctx, v, k):
+    """v - k in every byte (wrapping), k an integer scalar."""
+    def codegen(context, builder, sig, args):
+        k8 = builder.trunc(context.cast(builder, args[1], sig.args[1], types.int64), _i8)
+        one = builder.insert_element(ir.Constant(_V32I8, None), k8, ir.Constant(_i32, 0))
+        return builder.sub(args[0], _shuffle(builder, one, one, [0] * 32))
+
+    return I8x32(v, k), codegen
+
+
+@intrinsic
+def sign_i8(typingctx, x, q):
+    """x with its sign flipped where q < 0: then |q| * sign(x, q) = q * x (the ssse3 psignb trick)."""
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.icmp_signed("<", args[1], _splat(_V32I8, 0)), builder.neg(args[0]), args[0])
+
+    return I8x32(x, q), codegen
+
+
+@intrinsic
+def dpbusd(typingctx, acc, u, s):
+    """acc[i] + sum_{k<4} u[4i+k] (unsigned) * s[4i+k] (signed): 32 byte products into 8 int32 lanes."""
+    if (acc, u, s) != (I32x8, I8x32, I8x32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return emit_dpbusd(builder, *args, dot_mode(_features(context)))
+
+    return I32x8(acc, u, s), codegen
+
+
+@intrinsic
+def fma_f32x8(typingctx, a, b, c):
+    """a * b + c, fused where the CPU has FMA (one rounding), else multiply then add."""
+    def codegen(context, builder, sig, args):
+        if "+fma" in _features(context).split(","):
+            return _call(builder, "llvm.fma.v8f32", _V8F, list(args))
+        return builder.fadd(builder.fmul(args[0], args[1]), args[2])
+
+    return F32x8(a, b, c), codegen
+
+
+@intrinsic
+def hsum_f32x8(typingctx, v):
+    """Sum of the 8 lanes (pairwise tree) as a float32."""
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        for width in (4, 2, 1):
+            v = builder.fadd(_shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width)))
+        return builder.extract_element(v, ir.Constant(_i32, 0))
+
+    return types.float32(v), codegen
+
+
+@intrinsic
+def i8x32_to_f32x8x4(typingctx, v):
+    """32 signed bytes -> 4 vectors of 8 float32 (bytes 0-7, 8-15, 16-23, 24-31), exact."""
+    def codegen(context, builder, sig, args):
+        parts = []
+        for p in range(4):
+            piece = _shuffle(builder, args[0], args[0], range(8 * p, 8 * p + 8))
+            parts.append(builder.sitofp(builder.sext(piece, ir.VectorType(_i32, 8)), _V8F))
+        return context.make_tuple(builder, sig.return_type, parts)
+
+    return types.UniTuple(F32x8, 4)(v), codegen
+
+
+@intrinsic
+def expand4_f32x8(typingctx, v):
+    """8 per-block values -> 4 vectors, each lane repeated 4 times: (v0 x4, v1 x4), (v2 x4, v3 x4), ..."""
+    def codegen(context, builder, sig, args):
+        parts = [_shuffle(builder, args[0], args[0], [2 * p + i // 4 for i in range(8)]) for p in range(4)]
+        return context.make_tuple(builder, sig.return_type, parts)
+
+    return types.UniTuple(F32x8, 4)(v), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, off):
+    """Hint the CPU to fetch arr's cache line at element offset off (past the end is harmless: no fault)."""
+    if not (isinstance(arr, types.Array) and isinstance(off, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _i8)
+        read, keep_in_all_caches, data = ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)
+        _call(builder, "llvm.prefetch.p0", ir.VoidType(), [ptr, read, keep_in_all_caches, data])
+        return context.get_dummy_value()
+
+    return types.none(arr, off), codegen
