@@ -21,7 +21,7 @@ import itertools
 import os
 import shutil
 
-from .errors import FileAccessError, PathNotFoundError
+from .errors import FileAccessError, InvalidArgumentError, PathNotFoundError
 
 _counter = itertools.count()
 
@@ -35,7 +35,7 @@ def _temporary_name(path: str, kind: str) -> str:
 def atomic_file(path: str, mode: str = "wb"):
     """A file object that becomes ``path`` only if the block completes (see the module docstring)."""
     if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_file mode must be 'wb' or 'w', got {mode!r}")
+        raise InvalidArgumentError(f"atomic_file mode must be 'wb' or 'w', got {mode!r}")
     tmp = _temporary_name(path, "tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as for open()

@@ -173,7 +173,7 @@ def test_text_pieces_concatenate_to_decode(v1_model, seed):
 
 
 def test_ids_prompt_is_used_as_given(v1_model):
-    """A list of ids gets no BOS (CLARIFICATIONS.md); a string gets one."""
+    """A list of ids gets no BOS (the project's rule: ids are the caller's exact sequence); a string gets one."""
     kw = dict(max_new_tokens=8, stop_ids=())
     with_bos = "".join(v1_model.generate("Hello", **kw))
     assert "".join(v1_model.generate([1, 22557], **kw)) == with_bos

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import F32_REL, ROOT, first_divergence
+from conftest import ROOT, first_divergence
 from tools.hf_reference import build_hf_model, hf_trace, load_hf, save_checkpoint, tiny_config
 import mistral_np
 from mistral_np.cli import main as cli_main
@@ -52,8 +52,9 @@ def test_quantized_model_equals_transformers_on_ggufpy_dequantized_weights(folde
                 w = p.detach().numpy().astype(np.float32)
                 p.copy_(torch.from_numpy(gguf.dequantize(gguf.quantize(w, g), g).reshape(w.shape)))
     ref = hf_trace(hf, IDS)
+    truth = hf_trace(hf.to(torch.float64), IDS, exact=True)
     _, ours = mistral_np.load_model(folders[qtype]).forward(IDS, trace=True)
-    first_divergence(ours, ref, rel=F32_REL)
+    first_divergence(ours, ref, truth=truth)
 
 
 def test_quantized_file_is_read_by_independent_readers(folders):

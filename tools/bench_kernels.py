@@ -12,7 +12,7 @@ in its own loop after the kernels: OpenBLAS's threads keep spinning after a call
 next peer. ``--copies 1 --no-numpy`` on a small matrix keeps it in cache, measuring the kernels'
 compute speed (quote the best time then: ``--stat min``). Prefill (T = 512): GFLOP/s (2 * T * out * in per call) of the dequantized-tile + BLAS
 path next to NumPy's float32 GEMM. Peers alternate inside each repetition and medians are
-reported, because the machines are shared and noisy (PERF.md). Weights are random bytes with
+reported, because the machines are shared and noisy (±20 % between runs minutes apart). Weights are random bytes with
 sane fp16 scales: speed does not depend on the values.
 """
 

@@ -2,7 +2,7 @@
 
 Used by the benchmarks so that llama.cpp and mistral_np run *the same* Q4_0 weights: the packed ggml
 blocks of a quantized folder are written unchanged (q/k rows permuted back to the interleaved RoPE
-order llama.cpp expects, SPEC.md §3.3 — whole packed rows move, blocks stay intact). Float tensors
+order llama.cpp expects, docs/references.md#rope — whole packed rows move, blocks stay intact). Float tensors
 are written as F32. The tokenizer comes from the folder's sentencepiece ``tokenizer.model``
 (``tokenizer.ggml.model = "llama"``: pieces, scores, types).
 

@@ -7,10 +7,10 @@ Nothing here imports mistral_np: the reference side never depends on the code it
 * ``build_hf_model(cfg_dict, seed)``  MistralForCausalLM / LlamaForCausalLM with random weights whose
   scale makes the logits far from uniform (HF's 0.02 init would make nearly any bug invisible)
 * ``save_checkpoint(model, folder, dtype)``  save_pretrained as F32 or BF16 safetensors
-* ``hf_trace(model, ids, exact_float64=...)``  logits and named intermediates, via forward hooks,
-  named as mistral_np's ``forward(trace=True)`` names them (docs/conventions.md)
+* ``hf_trace(model, ids, exact=..., positions=...)``  logits and named intermediates, via forward hooks and
+  the attention weights, named as mistral_np's ``forward(trace=True)`` names them (docs/conventions.md)
 * ``exact_float64()``  a context manager that removes transformers' float32 casts (RMSNorm,
-  rotary tables, eager softmax) so a float64 model computes in float64 throughout (SPEC.md §12)
+  rotary tables, eager softmax) so a float64 model computes in float64 throughout (docs/references.md#float64)
 """
 
 from __future__ import annotations
@@ -118,27 +118,42 @@ def exact_float64():
             setattr(obj, attr, old)
 
 
-def hf_trace(model, ids, exact=False) -> dict[str, np.ndarray]:
-    """Run ``model`` on one sequence of ids; return logits and per-layer intermediates by our names."""
+PER_LAYER = ("attn_input", "q", "k", "q_rope", "k_rope", "v", "attn_probs", "attn_output", "attn_residual",
+             "mlp_output", "output")
+
+
+def hf_trace(model, ids, exact=False, positions=None) -> dict[str, np.ndarray]:
+    """Run ``model`` on one sequence of ids (at ``positions``, default 0..T-1); return its intermediates by
+    mistral_np's trace names, in forward order (model/trace.py lists them): per layer the attention input, q and
+    k before and after RoPE, v, the attention probabilities, the attention output, the residual, the MLP output,
+    the layer output; then the final norm and (for a causal LM) the logits. Works on a causal LM or a headless
+    backbone (``MistralModel``)."""
     trace: dict[str, torch.Tensor] = {}
     hooks = []
-    base = model.model
+    base = getattr(model, "model", model)
     mod = __import__(type(model).__module__, fromlist=["apply_rotary_pos_emb"])
     layer_of_call = {"i": 0}
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     def save(name, fn=lambda out: out):
         def hook(_m, _inp, out):
             trace[name] = fn(out[0] if isinstance(out, tuple) else out)
         return hook
 
+    def heads(out):                                   # (1, T, n*Dh) -> (T, n, Dh)
+        return out[0].reshape(out.shape[1], -1, head_dim)
+
     hooks.append(base.embed_tokens.register_forward_hook(save("embeddings")))
     for i, layer in enumerate(base.layers):
         p = f"layers.{i}."
         hooks.append(layer.input_layernorm.register_forward_hook(save(p + "attn_input")))
+        hooks.append(layer.self_attn.q_proj.register_forward_hook(save(p + "q", heads)))
+        hooks.append(layer.self_attn.k_proj.register_forward_hook(save(p + "k", heads)))
+        hooks.append(layer.self_attn.v_proj.register_forward_hook(save(p + "v", heads)))
         hooks.append(layer.self_attn.o_proj.register_forward_hook(save(p + "attn_output")))
         hooks.append(layer.post_attention_layernorm.register_forward_hook(
             lambda _m, inp, _o, p=p: trace.__setitem__(p + "attn_residual", inp[0])))
-        hooks.append(layer.self_attn.v_proj.register_forward_hook(save(p + "v")))
         hooks.append(layer.mlp.register_forward_hook(save(p + "mlp_output")))
         hooks.append(layer.register_forward_hook(save(p + "output")))
         hooks.append(layer.self_attn.register_forward_pre_hook(
@@ -155,20 +170,29 @@ def hf_trace(model, ids, exact=False) -> dict[str, np.ndarray]:
 
     mod.apply_rotary_pos_emb = recording_rope
     ctx = exact_float64() if exact else contextlib.nullcontext()
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))[None]
+    pos_t = None if positions is None else torch.as_tensor(np.asarray(positions, dtype=np.int64))[None]
     try:
         with ctx, torch.no_grad():
-            out = model(torch.as_tensor(np.asarray(ids, dtype=np.int64))[None], use_cache=False)
+            out = model(ids_t, position_ids=pos_t, use_cache=False, output_attentions=True)
     finally:
         mod.apply_rotary_pos_emb = original_rope
         for h in hooks:
             h.remove()
-    trace["logits"] = out.logits
+    for i, att in enumerate(out.attentions or ()):
+        if att is not None:
+            trace[f"layers.{i}.attn_probs"] = att[0]                    # (H, T, S)
+    if getattr(out, "logits", None) is not None:
+        trace["logits"] = out.logits
+    order = ["embeddings"] + [f"layers.{i}.{n}" for i in range(len(base.layers)) for n in PER_LAYER] + \
+        ["final_norm", "logits"]
     result = {}
-    for k, v in trace.items():
+    for k in order:
+        if k not in trace:
+            continue
+        v = trace[k]
         a = v.detach().to(torch.float64 if v.dtype == torch.float64 else torch.float32).numpy()
-        if k.endswith(".v"):
-            a = a.reshape(a.shape[-2], -1, model.config.head_dim)   # (1, T, K*Dh) -> (T, K, Dh)
-        elif a.ndim >= 3 and not k.endswith(("q_rope", "k_rope")):
+        if a.ndim == 3 and a.shape[0] == 1:                           # (1, T, D) -> (T, D)
             a = a[0]
         result[k] = a
     return result

@@ -166,7 +166,7 @@ def write_streaming(path: str, entries: list[tuple[str, str, tuple]], produce, m
             start, end = header[name]["data_offsets"]
             if tuple(arr.shape) != tuple(shape) or arr.nbytes != end - start or \
                     arr.dtype.itemsize != _STORAGE[st_dtype].itemsize:
-                raise ValueError(f"{path}: tensor {name!r} produced {arr.dtype}{list(arr.shape)}, "
+                raise CheckpointError(f"{path}: tensor {name!r} produced {arr.dtype}{list(arr.shape)}, "
                                  f"expected {st_dtype}{list(shape)}")
             f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
             if on_tensor is not None:

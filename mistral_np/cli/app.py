@@ -7,6 +7,7 @@
     mistral-np similarity MODEL --query Q DOC ...   documents ranked by cosine (embed.py)
     mistral-np fetch smollm2            a real pretrained model (GGUF) into weights/, checksum verified
     mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint, streamed
+    mistral-np golden dump / compare    reference activations for other backends (golden.py)
 
 User errors (a bad file, a bad argument: every ``mistral_np.errors.MistralNPError``) print one line
 ``mistral-np: error: ...`` and exit with the error's status (2 for bad input, 1 for a failed download),
@@ -26,11 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .checkpoint_commands import add_checkpoint_commands
     from .embed import add_embed_commands
     from .generate import add_generate_commands
+    from .golden import add_golden_commands
     ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B.")
     sub = ap.add_subparsers(dest="command", required=True)
     add_checkpoint_commands(sub)
     add_generate_commands(sub)
     add_embed_commands(sub)
+    add_golden_commands(sub)
     return ap
 
 

@@ -75,3 +75,38 @@ def test_window_changes_the_result(checkpoints):
     unwindowed = m.forward(ids)
     np.testing.assert_array_equal(windowed[:8], unwindowed[:8])       # first W tokens: no difference
     assert np.abs(windowed[8:] - unwindowed[8:]).max() > 1e-3
+
+
+def test_trace_names_in_forward_order_and_tracing_changes_nothing(checkpoints):
+    """The trace holds the documented names in forward order (model/trace.py); recording changes no number."""
+    folder, ids, cfg = checkpoints["gqa4-w6-headdim8"][:3]
+    model = mistral_np.load_model(folder)
+    logits, trace = model.forward(ids, trace=True)
+    per_layer = ["attn_input", "q", "k", "q_rope", "k_rope", "v", "attn_probs", "attn_output", "attn_residual",
+                 "mlp_output", "output"]
+    expected = ["embeddings"] + [f"layers.{i}.{n}" for i in range(cfg["num_hidden_layers"]) for n in per_layer] + \
+        ["final_norm", "logits"]
+    assert list(trace) == expected
+    np.testing.assert_array_equal(model.forward(ids), logits)
+    T, H, K, Dh = len(ids), cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    assert trace["layers.0.q"].shape == (T, H, Dh) and trace["layers.0.k"].shape == (T, K, Dh)
+    probs = trace["layers.1.attn_probs"]
+    assert probs.shape == (H, T, T)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    i, j = np.indices((T, T))
+    assert np.all(probs[:, (i - j >= cfg["sliding_window"]) | (j > i)] == 0)   # outside the window: exactly 0
+
+
+def test_forward_refuses_an_embedding_only_checkpoint(checkpoints, tmp_path):
+    """A checkpoint saved as MistralModel (no lm_head) loads, but has no logits to give."""
+    import shutil
+    folder = checkpoints["mha-w8-f32"][0]
+    headless = tmp_path / "headless"
+    shutil.copytree(folder, headless)
+    from safetensors.numpy import load_file, save_file
+    t = load_file(str(headless / "model.safetensors"))
+    save_file({k[len("model."):]: v for k, v in t.items() if k != "lm_head.weight"}, str(headless / "model.safetensors"))
+    m = mistral_np.load_model(str(headless))
+    assert m.params.lm_head is None
+    with pytest.raises(mistral_np.InvalidArgumentError, match="no lm_head"):
+        m.forward([1, 2, 3])
