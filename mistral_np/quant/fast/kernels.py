@@ -26,6 +26,10 @@ next: quantize.py (the quantizers).
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -152,11 +156,53 @@ def _check_mode(activations: str) -> None:
         raise InvalidArgumentError(f"activations must be 'float' or 'int8', got {activations!r}")
 
 
-def _blas_one_thread():
-    """BLAS limited to one thread while Numba's threads each run their own tile."""
-    from threadpoolctl import threadpool_limits
+def _blas_one_thread() -> None:
+    """Hold the BLAS that Numba's np.dot calls to one thread: before every prefill kernel, never restored.
 
-    return threadpool_limits(limits=1, user_api="blas")
+    Each Numba thread multiplies its own tile, and OpenBLAS's sgemm gives other last bits with 2 threads
+    than with 1, so the count must be the same on every call and every thread. A ``threadpool_limits``
+    block around the kernel was not: Numba loads this library (scipy.linalg.cython_blas's) only when its
+    first jitted function runs, so the first prefill of a process ran unlimited; the limit is process-wide,
+    so a Python thread leaving its block restored the threads under another one still inside; and
+    threadpoolctl only obeys the first Python thread to set an OpenBLAS limit. NumPy's own BLAS
+    (attention, float weights) is left alone.
+    """
+    _numba_blas_set_threads()(1)
+
+
+@functools.cache
+def _numba_blas_set_threads():
+    """``f(n)`` setting the thread count of the BLAS behind scipy.linalg.cython_blas (Numba's np.dot) only:
+    OpenBLAS's own setter, process-wide, from any thread; another library through threadpoolctl; every BLAS
+    library (NumPy's too) if that one cannot be found."""
+    import scipy.linalg.cython_blas as cython_blas  # load it now (Numba would, later)
+    from threadpoolctl import ThreadpoolController
+
+    path = _library_of(cython_blas.__file__, ("scipy_sgemm_", "sgemm_"))
+    if path is not None:
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            if hasattr(lib, name):
+                return getattr(lib, name)
+    blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    blas = [c for c in blas if os.path.realpath(c.filepath) == path] or blas
+    return lambda n: [c.set_num_threads(n) for c in blas]
+
+
+def _library_of(caller: str, symbols) -> str | None:
+    """The file of the shared library that ``caller`` (a loaded extension) takes the first of ``symbols``
+    from: dlsym searches the caller's dependencies, dladdr names the file. None if not found."""
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+    try:
+        lib, info = ctypes.CDLL(caller), DlInfo()
+        fn = next(getattr(lib, s) for s in symbols if hasattr(lib, s))
+        if ctypes.CDLL(None).dladdr(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(info)) and info.fname:
+            return os.path.realpath(info.fname.decode())
+    except (OSError, AttributeError, StopIteration, TypeError):
+        pass
+    return None
 
 
 def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float") -> np.ndarray:
@@ -167,8 +213,8 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     m = lay.m if has_m else _NO_M
     _check_mode(activations)
     if x.shape[0] > 1:  # prefill: float tiles and BLAS, whatever `activations` says
-        with _blas_one_thread():
-            return _gemm_nibble_tiles(x, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32, ROW_TILE)
+        _blas_one_thread()
+        return _gemm_nibble_tiles(x, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32, ROW_TILE)
     if activations == "float":
         xsum = x[0].reshape(nb, Q).sum(axis=1, dtype=np.float32) if has_m else _ZERO
         args = (decode.interleave_x(x[0]), xsum, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
@@ -210,8 +256,8 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     rows = np.ascontiguousarray(rows)  # the vector loads index the bytes flat
     _check_mode(activations)
     if x.shape[0] > 1:
-        with _blas_one_thread():
-            return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)
+        _blas_one_thread()
+        return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)
     if activations == "float":
         args = (x[0], rows, F16_TO_F32)
         return _gemv(decode.rows_q8_0_float, decode.gemv_q8_0_float, args, rows.shape[0], rows.nbytes)
