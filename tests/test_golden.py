@@ -295,3 +295,19 @@ def test_prompt_files(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "a", "colour": 1}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1: unknown field"):
         read_prompt_specs(str(tmp_path / "bad.jsonl"))
+
+
+def test_the_docs_plain_numpy_reader_reads_a_pack(lm):
+    """docs/golden-format.md's reader (standard library + NumPy only) gives what safetensors' loader gives."""
+    import re
+    from safetensors.numpy import load_file
+    doc = open(os.path.join(ROOT, "docs", "golden-format.md"), encoding="utf-8").read()
+    code = re.search(r"<!-- numpy-reader -->\n```python\n(.*?)```", doc, re.S).group(1)
+    space = {}
+    exec(code, space)
+    manifest, tensors = space["read_pack"](lm["f64"])
+    assert [p["name"] for p in manifest["prompts"]] == ["p000", "p001", "p002"]
+    reference = load_file(os.path.join(lm["f64"], "p002.safetensors"))
+    assert set(tensors["p002"]) == set(reference)
+    for name, a in reference.items():
+        np.testing.assert_array_equal(tensors["p002"][name], a)

@@ -124,19 +124,22 @@ def _run(model, embedder, prompt: Prompt, n_prompt: int, variant=None, forced=No
 
 def _precision_model(model, precision: str):
     """The same checkpoint at another precision: float32 weights and activations, bf16/fp16-rounded
-    activations (a run variant), or Q8_0/Q4_0-quantized weights."""
+    activations (a run variant), or quantized weights as ``mistral-np quantize --type q8_0|q4_0`` makes them
+    (every matrix in that type, the LM head / tied embedding table in Q8_0)."""
     from ..api import Model, load_model
-    from ..model.params import map_weights
+    from ..checkpoints.quantize import choose_type
+    from ..model.params import build_params, named_weights
     base = load_model(model.source, dtype=np.float32)
-    if precision in ("q8_0", "q4_0"):
-        from ..quant.tensor import QuantTensor, quantize
-
-        def requantize(w):
-            dense = w.dequantize() if isinstance(w, QuantTensor) else np.asarray(w, dtype=np.float32)
-            return quantize(dense, precision.upper()) if dense.ndim == 2 and dense.shape[1] % 32 == 0 else dense
-
-        return Model(base.config, map_weights(base.params, requantize), np.float32, base.tokenizer, base.source)
-    return base
+    if precision not in ("q8_0", "q4_0"):
+        return base
+    from ..quant.tensor import QuantTensor, quantize
+    cfg = base.config
+    weights = {}
+    for name, w in named_weights(base.params, cfg).items():
+        dense = w.dequantize() if isinstance(w, QuantTensor) else np.asarray(w, dtype=np.float32)
+        kind = choose_type(name, dense.shape, precision, cfg.tie_word_embeddings)
+        weights[name] = dense if kind == "f32" or dense.shape[-1] % 32 else quantize(dense, kind.upper())
+    return Model(cfg, build_params(cfg, weights), np.float32, base.tokenizer, base.source)
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> float:

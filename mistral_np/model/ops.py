@@ -6,8 +6,7 @@
 multiplied directly; anything else (a quantized tensor, a BF16 weight converted on use) brings its
 own ``matmul``. The model code calls ``linear`` and never branches on the weight's kind.
 
-next: that is the whole model. Generation (mistral_np/generation/loop.py) drives it token by token;
-docs/tour.md continues the reading order.
+next: that is the whole model. mistral_np/generation/loop.py drives it token by token.
 """
 
 from __future__ import annotations
