@@ -102,6 +102,10 @@ class GoldenPackError(MistralNPError, ValueError):
     """A golden-value pack that is malformed, or two packs that cannot be compared."""
 
 
+class NonFiniteWeightWarning(UserWarning):
+    """A weight holds NaN or Inf (warned at load, naming the tensor; ``mistral-np info --check`` lists them all)."""
+
+
 class FetchError(MistralNPError, RuntimeError):
     """A download or verification failure."""
 

@@ -203,3 +203,45 @@ def write_gguf(path, cfg, state, arch="llama", types=None, omit=(), extra=None, 
     w.write_tensors_to_file()
     w.close()
     return str(path)
+
+
+# --- Mistral's consolidated format -----------------------------------------------------------------------
+
+CONSOLIDATED_LEAVES = {"input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm",
+                       "self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+                       "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
+                       "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+                       "mlp.up_proj": "feed_forward.w3"}
+
+
+def write_consolidated(hf_folder: str, out: str) -> str:
+    """An HF folder's weights as Mistral's consolidated folder (params.json + consolidated.safetensors), with
+    q/k rows permuted to the interleaved order by llama.cpp's formula (``llama_cpp_permute``), written with the
+    safetensors library: independent of mistral_np's reader and of its permutation."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    cfg = json.load(open(os.path.join(hf_folder, "config.json")))
+    H, K = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    top = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
+           "lm_head.weight": "output.weight"}
+    tensors = {}
+    for name, w in load_file(os.path.join(hf_folder, "model.safetensors")).items():
+        if name in top:
+            tensors[top[name]] = w
+            continue
+        i, rest = name.split(".")[2], ".".join(name.split(".")[3:-1])
+        if rest == "self_attn.q_proj":
+            w = llama_cpp_permute(w, H)
+        elif rest == "self_attn.k_proj":
+            w = llama_cpp_permute(w, K)
+        tensors[f"layers.{i}.{CONSOLIDATED_LEAVES[rest]}.weight"] = np.ascontiguousarray(w)
+    os.makedirs(out, exist_ok=True)
+    save_file(tensors, os.path.join(out, "consolidated.safetensors"))
+    params = {"dim": cfg["hidden_size"], "n_layers": cfg["num_hidden_layers"], "head_dim": cfg["head_dim"],
+              "hidden_dim": cfg["intermediate_size"], "n_heads": H, "n_kv_heads": K, "norm_eps": cfg["rms_norm_eps"],
+              "vocab_size": cfg["vocab_size"], "sliding_window": cfg.get("sliding_window"),
+              "rope_theta": cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))}
+    with open(os.path.join(out, "params.json"), "w") as f:
+        json.dump(params, f)
+    return out

@@ -57,8 +57,16 @@ def parse_json(raw: bytes, source: str, max_bytes: int = MAX_JSON_BYTES, error=C
     depth = json_depth(text)
     if depth > MAX_JSON_DEPTH:
         raise error(f"{source}: JSON nested {depth} levels deep (more than {MAX_JSON_DEPTH}); refused")
+    def no_duplicates(pairs):
+        seen = {}
+        for k, v in pairs:
+            if k in seen:
+                raise error(f"{source}: key {k!r} appears twice in one JSON object")
+            seen[k] = v
+        return seen
+
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise error(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except (RecursionError, ValueError) as e:       # ValueError: e.g. an integer with too many digits

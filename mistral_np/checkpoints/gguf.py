@@ -1,8 +1,7 @@
 """Reader for GGUF files (llama.cpp's single-file format).
 
-We let gguf-py's ``GGUFReader`` parse the container (it memory-maps the file and hands back numpy views);
-everything that is maths (the RoPE row permutation, block dequantization, the matmuls) stays ours. The
-container (docs/references.md#gguf; docs/gguf.md)::
+gguf_file.py parses the container, checking every count and offset (a GGUF comes from strangers); gguf-py's
+reader is the tests' independent one. The container (docs/references.md#gguf; docs/gguf.md)::
 
     "GGUF" | version u32 (3) | n_tensors u64 | n_kv u64 | n_kv x (key, type, value) |
     n_tensors x (name, n_dims, ne[0..n_dims), type, offset) | padding to general.alignment | tensor data
@@ -56,19 +55,14 @@ FLOATS = ("F32", "F16", "BF16")
 
 
 def open_gguf(path: str):
-    """gguf-py's reader over a memory map; any parse failure becomes one GGUFError line."""
-    from gguf import GGUFReader
-    try:
-        return GGUFReader(path, "r")
-    except Exception as e:  # the reader raises ValueError, IndexError, struct errors ... on damaged files
-        size = os.path.getsize(path) if os.path.exists(path) else 0
-        raise GGUFError(f"{path}: not a readable GGUF file ({size} bytes; truncated or corrupt: "
-                        f"{type(e).__name__}: {e})") from None
+    """The parsed, checked container (gguf_file.read_gguf_file)."""
+    from .gguf_file import read_gguf_file
+    return read_gguf_file(os.fspath(path))
 
 
-def read_metadata(reader) -> dict:
-    """Every key/value pair (arrays as lists); the reader's own GGUF.* bookkeeping fields dropped."""
-    return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+def read_metadata(gguf) -> dict:
+    """Every metadata key/value pair (arrays as lists)."""
+    return gguf.metadata
 
 
 def config_from_metadata(meta: dict, path: str):
@@ -150,30 +144,28 @@ def gguf_name(hf: str) -> str:
     return _rename(hf, _HF_TO_GGUF, "model.layers.") or hf
 
 
-def _stored(t, path: str) -> StoredTensor:
-    qtype = t.tensor_type.name
-    shape = tuple(int(d) for d in reversed(t.shape))               # ne[0] is the fastest dim: reverse it
-    if qtype == "BF16":
-        read = lambda t=t: np.asarray(t.data).view(np.uint16)     # (out, 2*in) u8 -> (out, in) bf16 bits
-    elif qtype in FLOATS:
-        read = lambda t=t, shape=shape: np.asarray(t.data).reshape(shape)
+_FLOAT_STORAGE = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}   # BF16 as its bits
+
+
+def _stored(gguf, t) -> StoredTensor:
+    shape = t.shape                                              # ne[0] is the fastest dim: reversed
+    if t.type_name in _FLOAT_STORAGE:
+        read = lambda t=t, shape=shape: gguf.data(t).view(_FLOAT_STORAGE[t.type_name]).reshape(shape)
     else:
-        read = lambda t=t: t.data                                  # (out, row bytes) uint8 or unreadable
-    return StoredTensor(file=path, key=t.name, shape=shape, dtype=qtype, nbytes=int(t.n_bytes), read=read)
+        read = lambda t=t: gguf.data(t)                          # (rows, row bytes) uint8 ggml blocks
+    return StoredTensor(file=gguf.path, key=t.name, shape=shape, dtype=t.type_name, nbytes=t.nbytes, read=read)
 
 
 def read_gguf(path: str) -> Checkpoint:
     """A GGUF file -> Checkpoint (config from the metadata, tensors by HF name, tokenizer metadata)."""
     path = os.fspath(path)
-    reader = open_gguf(path)
-    meta = read_metadata(reader)
+    gguf = open_gguf(path)
+    meta = gguf.metadata
     cfg = config_from_metadata(meta, path)
     tensors = {}
-    for t in reader.tensors:
+    for t in gguf.tensors:
         name = hf_name(t.name, path)
-        if name in tensors:
-            raise GGUFError(f"{path}: tensor {t.name!r} appears twice")
-        tensors[name] = _stored(t, path)
+        tensors[name] = _stored(gguf, t)
         if tensors[name].dtype in BLOCK_KINDS and len(tensors[name].shape) != 2:
             raise GGUFError(f"{path}: tensor {t.name!r} is {tensors[name].dtype} but has "
                             f"{len(tensors[name].shape)} dimensions (block types need a matrix)")

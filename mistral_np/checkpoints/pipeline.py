@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NonFiniteWeightWarning
 from ..model.params import ModelParams, build_params, expected_shapes
 from ..model.rope import permute_to_half_split
 from .safetensors import to_dtype
@@ -122,6 +122,29 @@ def first_non_finite(ckpt: Checkpoint, name: str, rows_per_step: int = 4096) -> 
     return None
 
 
+def _block_weight(t, raw: np.ndarray, dtype):
+    """A packed quantized tensor (float32) or its dequantization (float64); non-finite scales refused."""
+    from ..quant.common import non_finite_scale
+    from ..quant.tensor import TENSOR_TYPES, from_packed
+    cls = TENSOR_TYPES[t.dtype]
+    rows = np.asarray(raw).reshape(t.shape[0], -1)
+    bad = non_finite_scale(rows, cls.block_bytes, cls.scale_offsets)
+    if bad is not None:
+        raise CheckpointError(f"{t.file}: tensor {t.key!r} ({t.dtype}): block {bad[1]} of row {bad[0]} has a "
+                              "non-finite scale (NaN or Inf): the file is corrupt")
+    packed = from_packed(t.dtype, raw, t.shape, name=t.key)
+    return packed if dtype == np.float32 else packed.dequantize().astype(dtype)
+
+
+def warn_non_finite(w: np.ndarray, t) -> None:
+    """One warning naming the tensor if it holds NaN or Inf (cheap: one pass, at load)."""
+    if not np.isfinite(w).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(w))[0])
+        warnings.warn(f"{t.file}: tensor {t.key!r} holds a non-finite value (NaN or Inf) at index {bad}; the "
+                      "model's outputs will not be finite (mistral-np info --check lists every such tensor)",
+                      NonFiniteWeightWarning, stacklevel=4)
+
+
 def available_memory() -> int:
     """Bytes of memory available now (Linux MemAvailable; 8 GiB when the system does not say)."""
     try:
@@ -143,15 +166,25 @@ def fits_in_memory(nbytes: int) -> bool:
 
 
 class LazyWeight:
-    """A float matrix kept in its stored dtype (a memory map) and converted to the compute dtype on use."""
+    """A float matrix kept in its stored dtype (a memory map) and converted to the compute dtype on use; its
+    first use checks it for NaN/Inf (the at-load check would defeat the laziness)."""
 
-    def __init__(self, raw: np.ndarray, st_dtype: str, dtype, name: str):
-        self.raw, self.st_dtype, self.dtype, self.name = raw, st_dtype, np.dtype(dtype), name
+    def __init__(self, raw: np.ndarray, st_dtype: str, dtype, name: str, file: str = "?"):
+        self.raw, self.st_dtype, self.dtype, self.name, self.file = raw, st_dtype, np.dtype(dtype), name, file
         self.shape = tuple(raw.shape)
         self.nbytes = int(raw.nbytes)
+        self._checked = False
+
+    @property
+    def key(self) -> str:
+        return self.name
 
     def materialize(self) -> np.ndarray:
-        return to_dtype(self.raw, self.st_dtype, self.dtype)
+        w = to_dtype(self.raw, self.st_dtype, self.dtype)
+        if not self._checked:
+            self._checked = True
+            warn_non_finite(w, self)
+        return w
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         return x @ self.materialize().T                       # (T, in) -> (T, out), one matrix at a time
@@ -175,13 +208,12 @@ def load_params(ckpt: Checkpoint, dtype=np.float32) -> ModelParams:
     for name, t in ckpt.tensors.items():
         raw = read_stored(ckpt, name)
         if t.dtype in BLOCK_KINDS:
-            from ..quant.tensor import from_packed
-            packed = from_packed(t.dtype, raw, t.shape, name=t.key)
-            weights[name] = packed if dtype == np.float32 else packed.dequantize().astype(dtype)
+            weights[name] = _block_weight(t, raw, dtype)
         elif eager or len(t.shape) == 1 or (np.dtype(raw.dtype) == dtype and t.dtype != "BF16"):
             weights[name] = to_dtype(raw, t.dtype, dtype)
+            warn_non_finite(weights[name], t)
         else:
-            weights[name] = LazyWeight(raw, t.dtype, dtype, t.key)
+            weights[name] = LazyWeight(raw, t.dtype, dtype, t.key, t.file)
     try:
         return build_params(ckpt.config, weights)
     except ValueError as e:

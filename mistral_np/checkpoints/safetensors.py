@@ -83,11 +83,20 @@ class SafetensorsFile:
         self.tensors: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         for name, info in header.items():
             self.tensors[name] = self._check(name, info)
-        spans = sorted((start, end, name) for name, (_, _, start, end) in self.tensors.items() if end > start)
-        for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
-            if s1 < e0:
-                raise CheckpointError(f"{path}: tensors {n0!r} (bytes {s0}..{e0}) and {n1!r} (bytes {s1}..{e1}) "
-                                      "overlap")
+        # As the safetensors library requires: the tensors tile the data section, in some order, with neither
+        # gaps nor overlaps, and cover it to its end.
+        covered = 0
+        for start, end, name in sorted((s, e, n) for n, (_, _, s, e) in self.tensors.items()):
+            if start < covered:
+                raise CheckpointError(f"{path}: tensor {name!r} (bytes {start}..{end} of the data) overlaps the tensor "
+                                      f"before it, which ends at {covered}")
+            if start > covered:
+                raise CheckpointError(f"{path}: tensor {name!r} starts at byte {start} of the data, leaving bytes "
+                                      f"{covered}..{start} unaccounted for (corrupt data_offsets)")
+            covered = end
+        if covered != self.data_size:
+            raise CheckpointError(f"{path}: the tensors cover {covered} bytes of a {self.data_size}-byte data section "
+                                  "(corrupt data_offsets, or bytes appended to the file)")
 
     def _check(self, name, info):
         where = f"{self.path}: tensor {name!r}"

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from ..model.forward import hidden_states
 from ..model.kv_cache import KVCache
 from ..model.ops import linear
@@ -149,6 +149,8 @@ def generate_text(model, prompt, stop=None, **kwargs):
     concatenate to ``tokenizer.decode(generated ids)`` cut before the first stop string.
     """
     tok = model.tokenizer
+    if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, (str, list, tuple, np.ndarray)):
+        raise ArgumentTypeError(f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
     if isinstance(prompt, str):
         if tok is None:
             raise InvalidArgumentError(f"this model ({model.source}) has no tokenizer, so a text prompt cannot be "

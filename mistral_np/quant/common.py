@@ -73,6 +73,21 @@ def check_activations(x: np.ndarray, in_dim: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def non_finite_scale(rows: np.ndarray, block_bytes: int, offsets=(0,)) -> tuple[int, int] | None:
+    """(row, block) of the first block whose fp16 field at one of ``offsets`` is NaN or Inf, else None.
+
+    rows: (out, nb * block_bytes) uint8 ggml bytes. An fp16 is non-finite when its 5 exponent bits are all ones."""
+    n_rows, nbytes = rows.shape
+    blocks = rows.reshape(n_rows, nbytes // block_bytes, block_bytes)
+    for off in offsets:
+        high = blocks[:, :, off + 1]                       # little-endian: the exponent sits in the high byte
+        bad = (high & 0x7C) == 0x7C
+        if bad.any():
+            r, b = np.argwhere(bad)[0]
+            return int(r), int(b)
+    return None
+
+
 def fp16_scales(blocks: np.ndarray, offset: int) -> np.ndarray:
     """The fp16 field at byte ``offset`` of every block, as float32.  (n, bytes) -> (n,)"""
     return np.ascontiguousarray(blocks[:, offset:offset + 2]).view(np.float16)[:, 0].astype(np.float32)

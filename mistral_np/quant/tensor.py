@@ -47,6 +47,7 @@ class QuantTensor:
 
     qtype: str = ""
     block_bytes: int = 0
+    scale_offsets: tuple = (0,)     # byte offsets of the fp16 fields (scales, minimums) in a block
 
     def __init__(self, packed: np.ndarray, shape: tuple[int, int], name: str | None = None):
         self.shape = (int(shape[0]), int(shape[1]))
@@ -127,7 +128,7 @@ class Q4_0Tensor(_NibbleTensor):
 class Q4_1Tensor(_NibbleTensor):
     """w = q * d + m, 20 bytes per 32 weights (q4_1.py). Read from GGUF files, losslessly."""
 
-    qtype, block_bytes = "Q4_1", Q4_1_BYTES
+    qtype, block_bytes, scale_offsets = "Q4_1", Q4_1_BYTES, (0, 2)
     _dequantize_ref = staticmethod(dequantize_q4_1_ref)
 
 
