@@ -29,12 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .embed import add_embed_commands
     from .generate import add_generate_commands
     from .golden import add_golden_commands
+    from .trace import add_trace_commands
+    from .exercise import add_exercise_commands
     ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B.")
     sub = ap.add_subparsers(dest="command", required=True)
     add_checkpoint_commands(sub)
     add_generate_commands(sub)
     add_embed_commands(sub)
     add_golden_commands(sub)
+    add_trace_commands(sub)
+    add_exercise_commands(sub)
     return ap
 
 
