@@ -34,6 +34,26 @@ def smollm2():
     return fetch_smollm2(os.path.join(ROOT, "weights"))
 
 
+_LOADED = {}
+
+
+@pytest.fixture(autouse=True)
+def load_each_model_once(monkeypatch):
+    """The command loads its model on every call; here each model is loaded (and its quantized weights laid
+    out for the kernels) once per module, so the tests run many commands cheaply. Same function, same numbers."""
+    import mistral_np.api
+    load = mistral_np.api.load_model
+
+    def cached(path, dtype=np.float32):
+        key = (str(path), np.dtype(dtype).name)
+        if key not in _LOADED:
+            _LOADED[key] = load(path, dtype=dtype)
+        return _LOADED[key]
+
+    monkeypatch.setattr(mistral_np.api, "load_model", cached)
+    monkeypatch.setattr(mistral_np, "load_model", cached)
+
+
 def run_json(capsys, *argv):
     assert main(["trace", *argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -84,7 +104,7 @@ def test_stats_equal_the_forward_trace_smollm2(smollm2, capsys):
     check_stats(report, model, ids)
 
 
-def check_attention(a, model, ids, window):
+def check_attention(a, model, ids, window, positive=False):
     weights = np.array(a["weights"])                                    # (H, S)
     p, k_pos = a["position"], np.array(a["key_positions"])
     assert weights.shape == (model.config.num_attention_heads, len(ids))
@@ -92,7 +112,8 @@ def check_attention(a, model, ids, window):
     np.testing.assert_allclose(a["row_sums"], weights.sum(axis=1), rtol=1e-12)
     inside = (k_pos <= p) & ((p - k_pos < window) if window else True)
     assert a["visible"] == inside.tolist() and a["window"] == window
-    assert (weights[:, ~inside] == 0).all() and (weights[:, inside] > 0).all()
+    assert (weights[:, ~inside] == 0).all()
+    assert not positive or (weights[:, inside] > 0).all()      # (a float32 weight may underflow to 0 in a real model)
     return weights
 
 
@@ -101,7 +122,7 @@ def test_attention_rows_sum_to_one_and_are_zero_outside_the_window(tiny, smollm2
     ids = prompt_ids(model, TEXT, None)
     assert len(ids) > 3 * W
     a = run_json(capsys, tiny, TEXT, "--attention", "--layer", "1", "--position", "10")["attention"]
-    weights = check_attention(a, model, ids, W)
+    weights = check_attention(a, model, ids, W, positive=True)
     assert (weights > 0).sum(axis=1).tolist() == [W] * model.config.num_attention_heads
     _, tensors = model.forward(ids, trace=True)
     np.testing.assert_array_equal(weights, tensors["layers.1.attn_probs"][:, 10, :])

@@ -8,7 +8,9 @@
 value and where it sits, and the known mistake it matches) and exits 0 when every check passes, 1 when one
 fails. A file that does not exist, does not import or lacks the function, or an unknown exercise, is an
 error of mistral_np.errors (one line, exit status 2). The checker is mistral_np/exercises/; the exercises
-are explained in docs/exercises.md.
+are explained in docs/exercises.md. Checked by tests/test_exercises.py.
+
+next: mistral_np/exercises/__init__.py.
 """
 
 from __future__ import annotations

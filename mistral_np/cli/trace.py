@@ -20,6 +20,9 @@ model/gqa.py:attention_probs from the traced ``q_rope`` and ``k_rope``), ``logit
 norm and the head to each layer's ``output``, and ``cache_map`` runs the prompt again through
 model/forward.py:hidden_states with a model/kv_cache.py:KVCache, as generation does. The text view fits in
 80 columns. Bad arguments raise mistral_np.errors (one line, exit status 2, from app.py).
+Checked by tests/test_trace_cli.py against ``forward(..., trace=True)`` on a tiny model and on SmolLM2.
+
+next: exercise.py (the other teaching command).
 """
 
 from __future__ import annotations

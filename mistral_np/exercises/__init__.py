@@ -14,6 +14,8 @@
 checker.py runs the checks and writes the explanations; each other file holds one exercise: its task, its
 checks (modelled on the tests of the piece) and the known mistakes it recognizes. docs/exercises.md is the
 learner's page. From Python: ``check("rope", my_function).format()``.
+
+next: checker.py.
 """
 
 from __future__ import annotations

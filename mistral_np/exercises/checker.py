@@ -16,6 +16,9 @@ says
 ``mistral-np exercise check`` prints. Nothing here raises for a wrong answer: a wrong answer is a result.
 Errors in the learner's file itself (it does not exist, does not import, lacks the function) raise the
 project's errors (mistral_np.errors), which the command line turns into one line and exit status 2.
+Checked by tests/test_exercises.py: every solution passes, other correct ways pass, planted mistakes are named.
+
+next: rmsnorm.py (the first exercise; then rope.py, window_mask.py, rolling_cache.py, q4_0.py).
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def load_function(path: str, exercise: Exercise) -> Callable:
     if spec is None or spec.loader is None:
         raise InvalidArgumentError(f"{path}: cannot be imported as Python (give a .py file)")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module          # as an import would (dataclasses in the learner's file look it up)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -144,11 +148,18 @@ def load_function(path: str, exercise: Exercise) -> Callable:
                                f"def {exercise.signature}" + (f" (found: {', '.join(found)})" if found else ""))
 
 
+_NOT_THE_LEARNERS = tuple(os.path.abspath(p) + os.sep for p in
+                          {os.path.dirname(os.path.dirname(__file__)), sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
 def _where(error: BaseException, path: str | None = None) -> str:
-    """' (my_rope.py, line 12)': the innermost frame of the traceback in the learner's file."""
+    """' (my_rope.py, line 12)': the innermost frame of the traceback in the learner's file (not in mistral_np,
+    NumPy or the standard library)."""
     frames = traceback.extract_tb(error.__traceback__)
-    mine = [f for f in frames if path is None or os.path.abspath(f.filename) == os.path.abspath(path)]
-    mine = mine or [f for f in frames if "mistral_np" not in f.filename.replace(os.sep, "/").split("/")[-3:-1]]
+    if path is not None:
+        mine = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(path)]
+    else:
+        mine = [f for f in frames if not os.path.abspath(f.filename).startswith(_NOT_THE_LEARNERS)]
     if not mine:
         return ""
     f = mine[-1]

@@ -4,6 +4,8 @@ Solution: mistral_np/quant/q4_0.py:dequantize_q4_0_ref. The checks follow tests/
 docstring's worked example) and add one block whose 32 nibbles are all different (which nibble is which
 element), a negative scale (fp16, little-endian) and several rows of several blocks from the project's own
 quantizer.
+
+next: that was the last exercise; docs/tour.md goes on with the rest of the model.
 """
 
 from __future__ import annotations

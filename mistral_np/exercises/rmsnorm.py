@@ -3,6 +3,8 @@
 Solution: mistral_np/model/rmsnorm.py:rms_norm. The checks follow tests/test_rmsnorm.py (the hand-computed
 vector) and add the cases where the usual slips show: rows at different scales (the wrong axis), small
 activations (eps outside the square root), a weight that is not all ones, float32 kept float32.
+
+next: rope.py
 """
 
 from __future__ import annotations

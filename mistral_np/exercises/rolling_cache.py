@@ -13,6 +13,8 @@ worked example of model/kv_cache.py (W = 3, chunks of 5, 7, 2, then two decoded 
 tests/test_kv_cache.py does, decode past the window one token at a time, fill a cache without a window, and
 finally run a random tiny model with the learner's update in place of the project's and compare its logits
 with one pass without a cache.
+
+next: q4_0.py
 """
 
 from __future__ import annotations

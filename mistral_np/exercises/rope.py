@@ -4,6 +4,8 @@ Solution: mistral_np/model/rope.py:apply_rope. The learner gets the cos/sin tabl
 makes them) and rotates pair i = (x[i], x[i + Dh/2]) of every head by the angle of its token's position.
 The checks follow tests/test_rope.py: position 0 rotates nothing, the values of the half-split layout,
 lengths kept, Mistral's head size at positions near 4096, float32 kept float32.
+
+next: window_mask.py
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Solution: mistral_np/model/masks.py:sliding_window_causal_mask. The checks follow tests/test_masks.py (the
 figure of Mistral's README, min(i + 1, W) keys per row, slots in any order with empty ones) and add a chunk
 over a cache and the window-free case.
+
+next: rolling_cache.py
 """
 
 from __future__ import annotations
