@@ -103,13 +103,28 @@ def tokenizer_from_source(source: TokenizerSource | None) -> Tokenizer | None:
     return load_folder_tokenizer(source.path) if has_tokenizer(source.path) else None
 
 
+def _is_gguf(path: str) -> bool:
+    """A .gguf name, or a file that starts with GGUF's magic (b"GGUF")."""
+    if path.endswith(".gguf"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def load_tokenizer(path) -> Tokenizer:
     """The tokenizer of anything ``load_model`` accepts (a .gguf file, a checkpoint folder), or of a
-    tokenizer file (tokenizer.json, tokenizer.model, tekken.json) or a folder holding one."""
+    tokenizer file (tokenizer.json, tokenizer.model[.vN], tekken.json) or a folder holding one.
+
+    GGUF: the vocabulary in its ``tokenizer.ggml.*`` metadata (text/gguf_vocab.py), the same object
+    ``load_model(path).tokenizer`` is; a folder: tekken.json, then tokenizer.json, then a sentencepiece model
+    (text/tokenizer.py ``load_tokenizer``)."""
     from .checkpoints import resolve_model_path
     from .text.tokenizer import load_tokenizer as load_file_tokenizer
     path = resolve_model_path(path)
-    if os.path.isfile(path) and path.endswith(".gguf"):
+    if os.path.isfile(path) and _is_gguf(path):
         from .checkpoints.gguf import open_gguf, read_metadata
         tok = tokenizer_from_source(TokenizerSource("gguf", path, read_metadata(open_gguf(path))))
         if tok is None:

@@ -15,7 +15,9 @@ is the job of ``mistral_np.checkpoints``; this file only says what a valid confi
 
 Presets: Mistral-7B v0.1 (window 4096, theta 1e4; the e5/SFR/Linq embedders share it), v0.2
 (no window, theta 1e6), v0.3 (vocabulary 32768). Values as in the checkpoints' own config.json
-(docs/references.md#config).
+(docs/references.md#config). The same decoder, wider, with head_dim 128 != hidden_size / heads (5120 / 32 =
+160) and the Tekken vocabulary of 131072: Mistral-Nemo-12B (theta 1e6, 40 layers) and Mistral-Small-24B
+(theta 1e8, F = 32768), neither with a window (docs/references.md#nemo-small).
 
 next: params.py (which tensors a model with this config has).
 """
@@ -102,5 +104,14 @@ def _need(ok: bool, field: str, message: str) -> None:
 MISTRAL_7B_V01 = MistralConfig()  # Mistral-7B-v0.1 and Instruct-v0.1; also e5/SFR/Linq (docs/references.md#config)
 MISTRAL_7B_V02 = MistralConfig(rope_theta=1e6, sliding_window=None)            # Instruct-v0.2
 MISTRAL_7B_V03 = MistralConfig(vocab_size=32768, rope_theta=1e6, sliding_window=None)  # v0.3
+# Mistral-Nemo-Base-2407 (its config.json; Instruct-2407 has the same shape, docs/references.md#nemo-small)
+MISTRAL_NEMO_12B = MistralConfig(vocab_size=131072, hidden_size=5120, intermediate_size=14336, num_hidden_layers=40,
+                                 num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope_theta=1e6,
+                                 sliding_window=None, max_position_embeddings=128000)
+# Mistral-Small-24B-Base-2501 / Instruct-2501 (Mistral's params.json: dim 5120, hidden_dim 32768, max_seq_len 32768)
+MISTRAL_SMALL_24B = MistralConfig(vocab_size=131072, hidden_size=5120, intermediate_size=32768, num_hidden_layers=40,
+                                  num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope_theta=1e8,
+                                  sliding_window=None, max_position_embeddings=32768)
 PRESETS = {"mistral-7b-v0.1": MISTRAL_7B_V01, "mistral-7b-v0.2": MISTRAL_7B_V02,
-           "mistral-7b-v0.3": MISTRAL_7B_V03}
+           "mistral-7b-v0.3": MISTRAL_7B_V03, "mistral-nemo-12b": MISTRAL_NEMO_12B,
+           "mistral-small-24b": MISTRAL_SMALL_24B}

@@ -29,6 +29,7 @@ v1 and v3 models.  next: tokenizer.py (the Tokenizer that uses this).
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +37,24 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, normalizers
 
-from ..errors import TokenizerError
+from ..errors import FileAccessError, PathNotFoundError, TokenizerError
 
 # SentencePiece.Type enum values (sentencepiece_model.proto)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPACE = "\u2581"  # "▁", sentencepiece's escaped whitespace
 MODEL_TYPE_BPE = 2
+BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")   # sentencepiece writes "<0x%02X>"; llama.cpp reads either case
+# The merge builder's work is bounded before it starts (docs/tokenizer.md): real models need < 1e6 cut checks
+MAX_MERGE_CANDIDATES = 1 << 24
+MAX_MODEL_BYTES = 1 << 30                          # Mistral's models are ~0.5 MB
 
 
 class SentencePieceFormatError(TokenizerError):
     """The file is not a sentencepiece model we can read, or uses options we do not implement."""
+
+
+class _FieldError(SentencePieceFormatError):
+    """A refusal that already names the file and the field."""
 
 
 # ----------------------------------------------------------------------------- protobuf wire format
@@ -104,6 +113,41 @@ class SentencePieceModel:
     eos_id: int = 2
     pad_id: int = -1
     piece_to_id: dict[str, int] = field(default_factory=dict)
+    byte_values: dict[int, int] = field(default_factory=dict, init=False)  # BYTE piece id -> its byte
+
+    def __post_init__(self):
+        """Check the pieces once, at load, naming the file and the piece: nothing is left to fail at decode."""
+        n = len(self.pieces)
+        if not n:
+            raise SentencePieceFormatError(f"{self.source}: no pieces")
+        if len(self.scores) != n or len(self.types) != n:
+            raise SentencePieceFormatError(f"{self.source}: {n} pieces but {len(self.scores)} scores and "
+                                           f"{len(self.types)} types")
+        for i, (piece, kind) in enumerate(zip(self.pieces, self.types)):
+            if not isinstance(piece, str):
+                raise SentencePieceFormatError(f"{self.source}: piece {i} is not a string")
+            if type(kind) is not int or not NORMAL <= kind <= BYTE:
+                raise SentencePieceFormatError(f"{self.source}: piece {i} ({piece[:40]!r}) has type {kind!r}, not "
+                                               "one of NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6")
+            if kind == BYTE:
+                m = BYTE_PIECE.fullmatch(piece)
+                if m is None:
+                    raise SentencePieceFormatError(f"{self.source}: piece {i} has type BYTE but is {piece[:40]!r}, "
+                                                   "not a byte piece <0x00>..<0xFF>")
+                self.byte_values[i] = int(m.group(1), 16)
+        if len(set(self.byte_values.values())) != len(self.byte_values):
+            raise SentencePieceFormatError(f"{self.source}: two BYTE pieces stand for the same byte")
+        if not self.piece_to_id:
+            self.piece_to_id = {p: i for i, p in enumerate(self.pieces)}
+        if len(self.piece_to_id) != n:
+            raise SentencePieceFormatError(f"{self.source}: duplicate pieces")
+        for name in ("unk_id", "bos_id", "eos_id", "pad_id"):
+            value = getattr(self, name)
+            if type(value) is not int or not -1 <= value < n:
+                raise SentencePieceFormatError(f"{self.source}: {name} = {value!r} is not a piece id (0..{n - 1}) "
+                                               "or -1")
+        if not 0 <= self.unk_id < n or self.types[self.unk_id] != UNKNOWN:
+            raise SentencePieceFormatError(f"{self.source}: unk_id = {self.unk_id} is not an UNKNOWN piece")
 
     @property
     def user_defined(self) -> list[str]:
@@ -119,11 +163,10 @@ class SentencePieceModel:
         """Every split of a NORMAL piece into two NORMAL pieces, highest merged score first."""
         normal = {p: i for i, (p, t) in enumerate(zip(self.pieces, self.types)) if t == NORMAL}
         ranked = []
-        for piece, merged_id in normal.items():
-            for cut in range(1, len(piece)):
-                left, right = piece[:cut], piece[cut:]
-                if left in normal and right in normal:
-                    ranked.append((-self.scores[merged_id], merged_id, normal[left], normal[right], left, right))
+        for piece, merged_id, cut in split_candidates(normal, self.source):
+            left, right = piece[:cut], piece[cut:]
+            if left in normal and right in normal:
+                ranked.append((-self.scores[merged_id], merged_id, normal[left], normal[right], left, right))
         ranked.sort()
         return [(r[4], r[5]) for r in ranked]
 
@@ -158,7 +201,7 @@ class SentencePieceModel:
         for i in ids:
             kind = self.types[i]
             if kind == BYTE:
-                pending.append(int(self.pieces[i][3:5], 16))  # "<0xE2>" -> 0xE2
+                pending.append(self.byte_values[i])  # "<0xE2>" -> 0xE2, parsed and checked at load
                 first = False
                 continue
             if pending:
@@ -177,6 +220,28 @@ class SentencePieceModel:
         if pending:
             out.append(decode_utf8_per_byte(bytes(pending)))
         return "".join(out)
+
+
+def split_candidates(vocab: dict, source: str):
+    """(piece, id, cut) for every cut of a piece whose two halves have lengths that some piece has.
+
+    Only those cuts can split a piece into two pieces, so the caller checks just them. The number of
+    distinct lengths D is small (16 in Mistral's models) and at most sqrt(2 x total characters), so
+    listing the usable cuts per length costs O(D^2), and the total is checked against
+    ``MAX_MERGE_CANDIDATES`` before any slicing: a vocabulary with one 400,000-character piece costs a
+    few cut checks, not 400,000 string slices (the bound a hostile file could otherwise exploit).
+    Works for str pieces (sentencepiece) and bytes pieces (Tekken).
+    """
+    lengths = sorted({len(p) for p in vocab})
+    present = set(lengths)
+    cuts = {n: [c for c in lengths if c < n and n - c in present] for n in lengths}
+    total = sum(len(cuts[len(p)]) for p in vocab)
+    if total > MAX_MERGE_CANDIDATES:
+        raise TokenizerError(f"{source}: the vocabulary's pieces allow {total} ways to split them into two "
+                             f"pieces (more than {MAX_MERGE_CANDIDATES}); refusing to build merges from it")
+    for piece, i in vocab.items():
+        for cut in cuts[len(piece)]:
+            yield piece, i, cut
 
 
 def decode_utf8_per_byte(data: bytes) -> str:
@@ -202,59 +267,103 @@ def decode_utf8_per_byte(data: bytes) -> str:
 def parse_sentencepiece_model(data: bytes, source: str = "<bytes>") -> SentencePieceModel:
     """Parse ModelProto bytes; refuse options this reimplementation does not cover, naming file and field."""
     def refuse(what: str) -> SentencePieceFormatError:
-        return SentencePieceFormatError(f"{source}: {what}")
+        return _FieldError(f"{source}: {what}")
+
+    def number(message: dict, field_no: int, default: int, what: str) -> int:
+        value = message.get(field_no, default)
+        if type(value) is not int:  # a length-delimited value where a number belongs
+            raise refuse(f"{what} (field {field_no}) is not a number")
+        return value
+
+    def text(message: dict, field_no: int, default: bytes, what: str) -> bytes:
+        value = message.get(field_no, default)
+        if not isinstance(value, bytes):
+            raise refuse(f"{what} (field {field_no}) is not a string")
+        return value
 
     pieces, scores, types = [], [], []
     trainer, normalizer = {}, {}
     try:
-        for number, value in _fields(data):
-            if number == 1:
+        for field_no, value in _fields(data):
+            if field_no in (1, 2, 3) and not isinstance(value, bytes):
+                raise refuse(f"ModelProto field {field_no} is not a message")
+            if field_no == 1:
                 sp = dict(_fields(value))
-                pieces.append(sp.get(1, b"").decode("utf-8"))
-                scores.append(_float32(sp.get(2, 0)))
-                types.append(sp.get(3, NORMAL))
-            elif number == 2:
+                k = len(pieces)
+                pieces.append(text(sp, 1, b"", f"piece {k}: SentencePiece.piece").decode("utf-8"))
+                bits = number(sp, 2, 0, f"piece {k}: SentencePiece.score")
+                if bits >= 1 << 32:
+                    raise refuse(f"piece {k}: SentencePiece.score (field 2) is not a float32")
+                scores.append(_float32(bits))
+                types.append(number(sp, 3, NORMAL, f"piece {k}: SentencePiece.type"))
+            elif field_no == 2:
                 trainer = dict(_fields(value))
-            elif number == 3:
+            elif field_no == 3:
                 normalizer = dict(_fields(value))
-    except (SentencePieceFormatError, UnicodeDecodeError, TypeError, AttributeError) as e:
+    except _FieldError:
+        raise
+    except SentencePieceFormatError as e:  # the wire format itself (truncated, bad varint)
         raise refuse(f"not a valid sentencepiece ModelProto ({e})") from None
+    except UnicodeDecodeError as e:
+        raise refuse(f"not a valid sentencepiece ModelProto (a piece is not UTF-8: {e})") from None
     if not pieces:
         raise refuse("not a valid sentencepiece ModelProto (no pieces, field 1)")
 
-    if trainer.get(3, 1) != MODEL_TYPE_BPE:
-        raise refuse(f"trainer_spec.model_type (field 3) = {trainer.get(3, 1)}; only BPE (2) is implemented")
-    if trainer.get(24, 0):
+    model_type = number(trainer, 3, 1, "trainer_spec.model_type")
+    if model_type != MODEL_TYPE_BPE:
+        raise refuse(f"trainer_spec.model_type (field 3) = {model_type}; only BPE (2) is implemented")
+    if number(trainer, 24, 0, "trainer_spec.treat_whitespace_as_suffix"):
         raise refuse("trainer_spec.treat_whitespace_as_suffix (field 24) is true; not implemented")
-    if trainer.get(35, 0) != 1:
+    if number(trainer, 35, 0, "trainer_spec.byte_fallback") != 1:
         raise refuse("trainer_spec.byte_fallback (field 35) is false; only byte-fallback models are implemented")
-    name = normalizer.get(1, b"identity")
-    if name != b"identity" or normalizer.get(2, b"") or normalizer.get(6, b""):
+    name = text(normalizer, 1, b"identity", "normalizer_spec.name")
+    if name != b"identity" or text(normalizer, 2, b"", "normalizer_spec.precompiled_charsmap") or \
+            text(normalizer, 6, b"", "normalizer_spec.normalization_rule_tsv"):
         raise refuse(f"normalizer_spec.name/precompiled_charsmap/normalization_rule_tsv (fields 1, 2, 6): "
                      f"normalizer {name.decode(errors='replace')!r} is not 'identity'; not implemented")
-    if normalizer.get(4, 1):
+    if number(normalizer, 4, 1, "normalizer_spec.remove_extra_whitespaces"):
         raise refuse("normalizer_spec.remove_extra_whitespaces (field 4) is true; not implemented")
-    if not normalizer.get(5, 1):
+    if not number(normalizer, 5, 1, "normalizer_spec.escape_whitespaces"):
         raise refuse("normalizer_spec.escape_whitespaces (field 5) is false; not implemented")
     if UNUSED in types:
         raise refuse("a piece has type UNUSED (SentencePiece field 3 = 5); not implemented")
     if len(set(pieces)) != len(pieces):
         raise refuse("duplicate pieces (field 1)")
+    bad = next((i for i, k in enumerate(types) if not NORMAL <= k <= BYTE), None)
+    if bad is not None:
+        raise refuse(f"piece {bad} has type {types[bad]} (SentencePiece field 3), not one of 1..6")
 
     def signed(v: int) -> int:  # int32 varints are sign-extended to 64 bits
         return v - (1 << 64) if v >= 1 << 63 else v
 
-    model = SentencePieceModel(
+    try:
+        unk_surface = text(trainer, 44, " \u2047 ".encode(), "trainer_spec.unk_surface").decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse("trainer_spec.unk_surface (field 44) is not UTF-8 text") from None
+    unk_id = signed(number(trainer, 40, 0, "trainer_spec.unk_id"))
+    if not (0 <= unk_id < len(pieces)) or types[unk_id] != UNKNOWN:
+        raise refuse(f"trainer_spec.unk_id (field 40) = {unk_id} is not an UNKNOWN piece")
+    ids = {name: signed(number(trainer, field_no, default, f"trainer_spec.{name}")) for name, field_no, default in
+           (("bos_id", 41, 1), ("eos_id", 42, 2), ("pad_id", 43, -1))}
+    for name, value in ids.items():
+        if not -1 <= value < len(pieces):
+            raise refuse(f"trainer_spec.{name} = {value} is not a piece id")
+    return SentencePieceModel(
         pieces=pieces, scores=scores, types=types, source=source,
-        add_dummy_prefix=bool(normalizer.get(3, 1)),
-        unk_surface=trainer.get(44, " \u2047 ".encode()).decode("utf-8"),
-        unk_id=signed(trainer.get(40, 0)), bos_id=signed(trainer.get(41, 1)),
-        eos_id=signed(trainer.get(42, 2)), pad_id=signed(trainer.get(43, -1)),
-        piece_to_id={p: i for i, p in enumerate(pieces)})
-    if not (0 <= model.unk_id < len(pieces)) or types[model.unk_id] != UNKNOWN:
-        raise refuse(f"trainer_spec.unk_id (field 40) = {model.unk_id} is not an UNKNOWN piece")
-    return model
+        add_dummy_prefix=bool(number(normalizer, 3, 1, "normalizer_spec.add_dummy_prefix")),
+        unk_surface=unk_surface, unk_id=unk_id, piece_to_id={p: i for i, p in enumerate(pieces)}, **ids)
 
 
 def read_sentencepiece_model(path: str | Path) -> SentencePieceModel:
-    return parse_sentencepiece_model(Path(path).read_bytes(), source=str(path))
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise SentencePieceFormatError(f"{path}: {size} bytes, more than any sentencepiece model "
+                                           f"({MAX_MODEL_BYTES}); refused")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PathNotFoundError(f"{path}: no such tokenizer file") from None
+    except OSError as e:
+        raise FileAccessError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse_sentencepiece_model(data, source=str(path))
