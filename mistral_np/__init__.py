@@ -11,7 +11,9 @@ Public API (everything else is an implementation detail a reader may study but s
 
 The packages, in the order a reader meets them: model/ (the maths: NumPy only), checkpoints/ (file formats,
 one loading pipeline), text/ (tokenizers and chat formats), generation/ (sampling and the decode loop),
-embeddings/ (pooling and the embedder recipes), quant/ (block formats and their Numba kernels), cli/.
+embeddings/ (pooling and the embedder recipes), quant/ (block formats and their Numba kernels), golden/
+(golden values for other backends), exercises/ (the checker of docs/exercises.md), cli/. docs/tour.md is the
+reading order with equations and figures.
 docs/architecture.md maps each box of the model to a function.
 """
 

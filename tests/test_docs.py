@@ -168,8 +168,6 @@ def test_the_receptive_field_grows_by_w_minus_1_per_layer():
 
 @pytest.mark.parametrize("name", sorted(n for n, f in FIGURES_BY_NAME.items() if f[2]))
 def test_cheap_figures_redraw_byte_for_byte(name, tmp_path):
-    pytest.importorskip("matplotlib", reason="the docs extra (matplotlib) redraws figures; their data is checked "
-                                             "without it")
     path = make_figures.make(name, str(tmp_path))
     with open(path, "rb") as a, open(os.path.join(ROOT, "docs", "figures", f"{name}.png"), "rb") as b:
         assert a.read() == b.read(), f"{name}.png: python -m tools.make_figures {name} draws other bytes"

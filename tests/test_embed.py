@@ -304,7 +304,7 @@ def test_prompt_errors(e5):
 def test_unknown_preset_and_unknown_model(folders, tmp_path):
     with pytest.raises(EmbedderConfigError, match="unknown embedder preset 'bert'.*e5-mistral"):
         load_embedder(folders["backbone-eos"], preset="bert")
-    with pytest.raises(EmbedderConfigError, match="pass preset="):
+    with pytest.raises(EmbedderConfigError, match=r"choose the recipe with --preset NAME \(Python: preset=NAME\)"):
         load_embedder(folders["backbone-eos"])                # a plain folder with no recognizable name
     with pytest.raises(FileNotFoundError):
         load_embedder(str(tmp_path / "missing"))

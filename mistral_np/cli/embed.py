@@ -24,11 +24,18 @@ import numpy as np
 
 from ..errors import FileAccessError, InvalidArgumentError, PathNotFoundError
 from ..files import atomic_file
+from .common import HelpFormatter, add_threads_option, examples
 
 
 def add_embed_commands(sub) -> None:
     """Register ``embed`` and ``similarity`` on the ``mistral-np`` sub-parsers."""
-    p = sub.add_parser("embed", help="sentence embeddings (e5-mistral, SFR, Linq, sentence-transformers folders)")
+    p = sub.add_parser("embed", help="sentence embeddings (e5-mistral, SFR, Linq, sentence-transformers folders)",
+                       description="Embed texts, one per line (or JSON lines with a 'text' field).",
+                       formatter_class=HelpFormatter,
+                       epilog=examples(
+                           "mistral-np embed weights/e5-mistral-7b-instruct --input docs.txt --output docs.npy",
+                           "mistral-np embed weights/SmolLM2-135M-Instruct.Q4_1.gguf --preset e5-mistral "
+                           "--prompt-name web_search_query < queries.txt"))
     _common(p)
     p.add_argument("--input", help="text file, one text per line, or .jsonl with a 'text' field (default: stdin)")
     p.add_argument("--input-format", choices=("lines", "jsonl"), help="default: jsonl for *.jsonl, else lines")
@@ -38,7 +45,13 @@ def add_embed_commands(sub) -> None:
 
     plain, sub._parser_class = sub._parser_class, _IntermixedParser   # argparse offers no public hook
     try:
-        p = sub.add_parser("similarity", help="rank documents by cosine similarity to a query")
+        p = sub.add_parser("similarity", help="rank documents by cosine similarity to a query",
+                           formatter_class=HelpFormatter,
+                           epilog=examples(
+                               "mistral-np similarity weights/e5-mistral-7b-instruct --prompt-name web_search_query "
+                               "--query \"how much protein should a female eat\" \"46 g per day\" \"a mountain\"",
+                               "mistral-np similarity weights/SmolLM2-135M-Instruct.Q4_1.gguf --preset e5-mistral "
+                               "--query \"sea\" --docs docs.txt --top 3"))
     finally:
         sub._parser_class = plain
     _common(p)
@@ -66,11 +79,13 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 def _common(p) -> None:
     p.add_argument("model", help="checkpoint folder (sentence-transformers folder, HF folder, ...)")
-    p.add_argument("--preset", help="recipe: e5-mistral, sfr-mistral or linq-mistral (default: from the folder)")
+    p.add_argument("--preset", help="recipe: e5-mistral, sfr-mistral or linq-mistral (default: from the folder's "
+                                    "sentence-transformers files or its name)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--instruction", help="task description; the text becomes 'Instruct: ...\\nQuery: TEXT'")
     g.add_argument("--prompt-name", help="a named prompt of the folder, or a task name from mistral_np.embeddings.TASKS")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="texts pooled together")
+    add_threads_option(p)
 
 
 def _read_texts(path: str | None, fmt: str | None) -> list[str]:
@@ -115,8 +130,8 @@ def _embedder(args):
 
 
 def cmd_embed(args) -> int:
+    emb = _embedder(args)                                  # a bad model or recipe is reported before stdin is read
     texts = _read_texts(args.input, args.input_format)
-    emb = _embedder(args)
     vectors = emb.encode(texts, instruction=args.instruction, prompt_name=args.prompt_name,
                          batch_size=args.batch_size)
     if args.output is None:

@@ -191,7 +191,8 @@ def load_embedder(path, preset: str | None = None, dtype=np.float32) -> Embedder
         if cfg is None:
             raise EmbedderConfigError(
                 f"{path}: cannot tell which embedder this is (no sentence-transformers modules.json, and the name "
-                f"{_model_name(path)!r} matches no preset); pass preset= one of {', '.join(PRESETS)}")
+                f"{_model_name(path)!r} matches no preset): choose the recipe with --preset NAME (Python: "
+                f"preset=NAME), one of {', '.join(PRESETS)}")
     backbone = os.path.join(path, cfg.backbone) if cfg.backbone else path
     model = load_model(backbone, dtype=dtype)
     if model.tokenizer is None:

@@ -37,6 +37,7 @@ from ..model.kv_cache import KVCache
 from ..model.ops import linear
 from ..model.params import map_weights
 from ..text.chat import chat_prompt_ids
+from ..text.tokenizer import check_text
 from .sampling import apply_repetition_penalty, check_sampling, pick_token
 from .stats import GenerationStats
 from .stops import StopStrings
@@ -74,8 +75,9 @@ def generate_ids(model, prompt_ids, max_new_tokens: int = 256, temperature: floa
     """Prompt ids (used as given: no BOS added) -> generator of new token ids.
 
     Arguments are checked now (InvalidArgumentError naming the argument); the work happens as the generator
-    is consumed. ``stop_ids`` default to the tokenizer's (else the config's) EOS; pass ``()`` to never stop
-    early. ``decode_activations`` as in the module docstring."""
+    is consumed. ``max_new_tokens=-1``: until a stop token or the end of the context. ``stop_ids`` default to the
+    tokenizer's (else the config's) EOS; pass ``()`` to never stop early. ``decode_activations`` as in the module
+    docstring."""
     if decode_activations not in ("int8", "float"):
         raise InvalidArgumentError(f"decode_activations must be 'int8' or 'float', got {decode_activations!r}")
     check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, chunk_size)
@@ -98,7 +100,8 @@ def generate_ids(model, prompt_ids, max_new_tokens: int = 256, temperature: floa
     stats.prompt_tokens = n
     model.last_stats = stats
     chunk = chunk_size or cfg.sliding_window or DEFAULT_CHUNK_NO_WINDOW
-    return _loop(model, ids, min(max_new_tokens, ctx - n), max_new_tokens, temperature, top_k, top_p,
+    budget = ctx - n if max_new_tokens == -1 else min(max_new_tokens, ctx - n)
+    return _loop(model, ids, budget, max_new_tokens, temperature, top_k, top_p,
                  repetition_penalty, np.random.default_rng(seed), frozenset(int(i) for i in stop_ids), chunk, stats,
                  decode_params(model.params, decode_activations))
 
@@ -157,7 +160,7 @@ def generate_text(model, prompt, stop=None, **kwargs):
                                        "encoded: add a tokenizer to its folder, or pass token ids to generate_ids()")
         if not prompt:
             raise InvalidArgumentError("empty prompt: give some text")
-        prompt = tok.encode(prompt, bos=tok.add_bos_token)
+        prompt = tok.encode(check_text(prompt, "prompt"), bos=tok.add_bos_token)
     elif tok is None:
         raise InvalidArgumentError(f"this model ({model.source}) has no tokenizer, so there is no text to yield: "
                                    "use model.generate_ids(ids) for token ids")

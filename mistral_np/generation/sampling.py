@@ -70,7 +70,8 @@ def check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty
     def integer(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-    rules = [(max_new_tokens, "max_new_tokens", integer(max_new_tokens) and max_new_tokens >= 0, "an integer >= 0"),
+    rules = [(max_new_tokens, "max_new_tokens", integer(max_new_tokens) and max_new_tokens >= -1,
+              "an integer >= 0, or -1 (until EOS or the context is full)"),
              (temperature, "temperature", number(temperature) and temperature >= 0, ">= 0 (0 = greedy)"),
              (top_k, "top_k", integer(top_k) and top_k >= 0, "an integer >= 0 (0 = off)"),
              (top_p, "top_p", number(top_p) and 0 < top_p <= 1, "in (0, 1] (1 = off)"),

@@ -27,5 +27,7 @@ class GenerationStats:
         return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else float("nan")
 
     def summary(self) -> str:
-        return (f"prompt: {self.prompt_tokens} tokens, {self.prompt_tokens_per_s:.1f} tok/s | generated: "
-                f"{self.generated_tokens} tokens, {self.generated_tokens_per_s:.1f} tok/s | stop: {self.stop_reason}")
+        def rate(tokens, per_s):
+            return f"{tokens} tokens, {per_s:.1f} tok/s" if tokens and per_s == per_s else f"{tokens} tokens"
+        return (f"prompt: {rate(self.prompt_tokens, self.prompt_tokens_per_s)} | generated: "
+                f"{rate(self.generated_tokens, self.generated_tokens_per_s)} | stop: {self.stop_reason}")

@@ -9,6 +9,9 @@ token attends to the tokens of this call (the oracle: one call, the whole sequen
 (kv_cache.py) the call continues a sequence, and its tokens also see the cached keys. A ``Trace``
 (trace.py) records every named intermediate; the default records nothing.
 
+Matches HF ``MistralForCausalLM`` / ``LlamaForCausalLM``: tests/test_model.py compares every traced intermediate
+with transformers (float32 and float64), tests/test_smollm2.py on a real GGUF; docs/tour.md walks through it.
+
 next: block.py.
 """
 

@@ -11,6 +11,8 @@ Mistral-7B: H = 32, K = 8, G = 4, so the KV cache is 4 times smaller than with o
 ``mask`` is -inf where masks.py says a query may not see a key: exp(-inf) = 0 drops the key from the
 softmax. Every query sees at least itself, so no row is all -inf.
 
+docs/figures/gqa.png draws Mistral-7B's head sharing, found by running ``mix_values``.
+
 next: mlp.py (the other half of a layer).
 """
 

@@ -45,6 +45,9 @@ query 13 sees 11 12 13.
 Memory: 2 (keys, values) x L x slots x K x Dh x itemsize bytes, plus L x slots int64 positions.
 Mistral-7B v0.1 (L=32, W=4096, K=8, Dh=128) in float32: 2 x 32 x 4096 x 8 x 128 x 4 = 1 GiB.
 
+docs/figures/rolling_buffer.png draws the slots over a chunked prefill and decode (docs/tour.md);
+``mistral-np trace MODEL "..." --cache`` prints them for a real prompt.
+
 next: masks.py (which of these keys a query may see).
 """
 

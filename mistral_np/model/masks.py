@@ -18,6 +18,8 @@ Because the mask only looks at positions, one function serves a full prefill, a 
 attending over a cache, and a single decoded token over a rolling buffer whose slots hold keys in
 any order. Empty cache slots carry position -1 and a key position > i never passes.
 
+docs/figures/window_mask.png draws it against the causal mask for W = 4 (docs/tour.md).
+
 next: gqa.py (the scores this mask is added to).
 """
 

@@ -8,6 +8,9 @@ A "weight" here is either a NumPy array in the compute dtype, or an object with 
 ``.matmul(x)`` and ``.take_rows(ids)`` (a quantized tensor from ``mistral_np.quant``, or a BF16/F16
 weight converted on use): the model code never needs to know which.
 
+Checked against the checkpoints' own names and shapes by checkpoints/pipeline.py:check_tensors
+(tests/test_checkpoint.py).
+
 next: forward.py (the forward pass over these parameters).
 """
 

@@ -17,6 +17,9 @@ The model code records unconditionally (``trace.record(name, value)``); with ``N
 recording does nothing, so the maths never branches on whether it is being watched. ``trace.layer(l)``
 is a view that prefixes ``layers.{l}.`` to the names it records.
 
+``mistral-np trace`` (cli/trace.py) prints these per layer: shape, mean, std, max |x|, with attention tables, a
+logit lens and the cache map.
+
 next: config.py is where the reading order starts; this file is a side road.
 """
 
