@@ -175,6 +175,7 @@ def write_gguf(path, cfg, state, arch="llama", types=None, omit=(), extra=None, 
             w.add_sliding_window(cfg["sliding_window"])
     if tokenizer:
         w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt-2")
         w.add_token_list(GPT2_TOKENS + [f"t{i}" for i in range(cfg["vocab_size"] - len(GPT2_TOKENS))])
         w.add_token_types([3, 3, 3] + [1] * (cfg["vocab_size"] - 3))
         w.add_token_merges(["a b", "Ġ a", "Ġa b"])

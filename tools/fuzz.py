@@ -264,7 +264,8 @@ WEIRD_VALUES = ["abc", "", None, -1, 0, 1e9, 2 ** 40, 2 ** 64, 1.5, float("inf")
 
 
 def _fresh(bases: dict, name: str, work: str) -> str:
-    dst = os.path.join(work, f"{name}-{random.getrandbits(40):x}")
+    ext = os.path.splitext(bases[name])[1] if os.path.isfile(bases[name]) else ""
+    dst = os.path.join(work, f"{name}-{random.getrandbits(40):x}{ext}")
     if os.path.isdir(bases[name]):
         shutil.copytree(bases[name], dst)
     else:

@@ -235,6 +235,7 @@ def _rope_theta(d: dict, source: str) -> float:
     for key, value in (("rope_scaling", scaling), ("rope_parameters", params)):
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{source}: field {key} must be an object or null, got {value!r}")
+    top = float_field(d, "rope_theta", source, default=None) if d.get("rope_theta") is not None else None
     if scaling is not None and scaling.get("rope_type", scaling.get("type", "default")) != "default":
         raise ConfigError(f"{source}: rope_scaling {scaling!r} is not supported (only default RoPE)")
     if params is not None:
@@ -243,7 +244,7 @@ def _rope_theta(d: dict, source: str) -> float:
                               "(only default RoPE)")
         if "rope_theta" in params:
             return float_field(params, "rope_theta", f"{source}: rope_parameters")
-    return float_field(d, "rope_theta", source, default=10000.0)
+    return top if top is not None else 10000.0
 
 
 # --- from Mistral's params.json ------------------------------------------------------------------

@@ -40,7 +40,7 @@ def open_checkpoint(path) -> Checkpoint:
     """Describe the checkpoint at ``path``: a .gguf file, or an HF, consolidated or quantized folder."""
     path = resolve_model_path(path)
     if os.path.isfile(path):
-        if path.endswith(".gguf"):
+        if path.endswith(".gguf") or _starts_with(path, b"GGUF"):
             return read_gguf(path)
         raise CheckpointError(f"{path}: not a checkpoint (expected a .gguf file, or a folder with config.json or "
                               f"params.json; {WEIGHTS_HINT})")
@@ -53,3 +53,11 @@ def open_checkpoint(path) -> Checkpoint:
     ggufs = glob.glob(os.path.join(path, "*.gguf"))
     hint = f"it holds {len(ggufs)} .gguf files: name one" if ggufs else WEIGHTS_HINT
     raise CheckpointError(f"{path}: not a checkpoint folder (no config.json or params.json; {hint})")
+
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False

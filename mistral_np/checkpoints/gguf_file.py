@@ -185,12 +185,13 @@ def read_gguf_file(path: str) -> GGUFFile:
         infos.append(TensorInfo(name, ne, type_name, offset, n))
     data_start = -(-c.pos // alignment) * alignment
     data_size = size - data_start
-    end = 0
+    end, before = 0, None
     for t in sorted(infos, key=lambda t: t.offset):
         if t.offset < end:
-            raise GGUFError(f"{path}: tensor {t.name!r} (bytes {t.offset}..{t.offset + t.nbytes} of the data) overlaps "
-                            f"the tensor before it, which ends at {end}: its type or shape disagrees with the layout")
-        end = t.offset + t.nbytes
+            raise GGUFError(f"{path}: tensors {before.name!r} ({before.type_name}{list(before.shape)}, bytes "
+                            f"{before.offset}..{end} of the data) and {t.name!r} (from byte {t.offset}) overlap: a type "
+                            "or shape disagrees with the layout")
+        end, before = t.offset + t.nbytes, t
         if end > data_size:
             raise GGUFError(f"{path}: truncated GGUF file: tensor {t.name!r} ({t.type_name}{list(t.shape)}, {t.nbytes} bytes at "
                             f"{t.offset}) ends past the {data_size} bytes of the data section")

@@ -1,0 +1,268 @@
+"""Untrusted files: one regression test per family of failure a hostile-user session found (docs/reliability.md).
+
+Accepted silently before: overlapping safetensors ranges, misaligned GGUF offsets, a GGUF type id that disagrees
+with the bytes, NaN weights. Hangs and runaway memory: absurd layer counts, corrupt GGUF array counts and
+value types, deeply nested JSON. Unclear refusals: config values of the wrong type, zero heads, heads that do not
+divide the hidden size, a non-string safetensors dtype, a shape too large for int64, GGUF metadata of the wrong
+type or with invalid UTF-8, quantized-manifest entries with an unknown or wrongly-cased type or a missing key, a
+1-D tensor declared as a block type; text inputs (a lone surrogate, bytes, None/NaN ids, a negative seed).
+The tokenizer families (a 400,000-character token, <0xZZ> byte pieces) are in tests/test_tokenizer_inputs.py and
+tests/test_gguf_tokenizers.py. Every refusal must be an error of mistral_np's family naming the file and the
+field or tensor.
+"""
+
+import json
+import os
+import shutil
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+import mistral_np
+from mistral_np.errors import (ArgumentTypeError, CheckpointError, ConfigError, GGUFError, InvalidArgumentError,
+                               MistralNPError, NonFiniteWeightWarning)
+from tools.builders import build_hf_model, state_of, tiny_config, tiny_folder_with_v1_tokenizer, write_gguf
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hardening")
+    hf = tiny_folder_with_v1_tokenizer(root / "hf", seed=1, hidden_size=64, head_dim=16, intermediate_size=64)
+    from mistral_np.checkpoints.quantize import quantize_checkpoint
+    quantize_checkpoint(hf, str(root / "q"), "q4_0", progress=False)
+    import gguf
+    cfg = tiny_config("llama", hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                      head_dim=16, vocab_size=97)
+    g = write_gguf(root / "m.gguf", cfg, state_of(build_hf_model(cfg, seed=2)),
+                   types={"attn_q": gguf.GGMLQuantizationType.Q4_0})
+    return {"hf": hf, "q": str(root / "q"), "gguf": g, "root": root}
+
+
+def copy(src, dst):
+    (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, dst)
+    return str(dst)
+
+
+def refused(path, error, *needles):
+    with pytest.raises(error) as e:
+        mistral_np.load_model(str(path))
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+def header_of(path):
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def write_header(path, header, data):
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+
+
+# --- accepted silently before ----------------------------------------------------------------------------
+
+def test_overlapping_safetensors_ranges(bases, tmp_path):
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    a, b = "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight"
+    header[b]["data_offsets"] = header[a]["data_offsets"]
+    write_header(f, header, data)
+    refused(d, CheckpointError, "model.safetensors", "overlaps")
+
+
+def test_misaligned_gguf_offset_and_a_type_that_disagrees_with_the_bytes(bases, tmp_path):
+    from gguf import GGUFReader
+    r = GGUFReader(bases["gguf"])
+    t = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight")
+    raw = bytearray(open(bases["gguf"], "rb").read())
+    name = t.name.encode()
+    at = bytes(raw).rfind(struct.pack("<Q", len(name)) + name) + 8 + len(name)       # n_dims, ne, type, offset
+    n_dims = struct.unpack("<I", raw[at:at + 4])[0]
+    type_at, offset_at = at + 4 + 8 * n_dims, at + 8 + 8 * n_dims
+    bad = bytearray(raw)
+    bad[offset_at:offset_at + 8] = struct.pack("<Q", struct.unpack("<Q", raw[offset_at:offset_at + 8])[0] + 4)
+    open(tmp_path / "misaligned.gguf", "wb").write(bad)
+    refused(tmp_path / "misaligned.gguf", GGUFError, "misaligned.gguf", "blk.0.attn_q.weight", "alignment")
+    bad = bytearray(raw)
+    bad[type_at:type_at + 4] = struct.pack("<I", 8)                                     # Q4_0 -> Q8_0: more bytes
+    open(tmp_path / "retyped.gguf", "wb").write(bad)
+    refused(tmp_path / "retyped.gguf", GGUFError, "retyped.gguf", "blk.0.attn_q.weight")
+
+
+def test_nan_weight_is_reported_at_load(bases, tmp_path):
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    name = "model.layers.1.mlp.up_proj.weight"
+    data = bytearray(data)
+    start = header[name]["data_offsets"][0]
+    data[start + 8:start + 12] = struct.pack("<f", float("nan"))
+    write_header(f, header, bytes(data))
+    with pytest.warns(NonFiniteWeightWarning, match=r"model\.safetensors: tensor 'model\.layers\.1\.mlp\.up_proj"):
+        model = mistral_np.load_model(d)
+    assert not np.isfinite(model.forward([1, 2, 3])).all()
+
+
+def test_non_finite_block_scale_is_refused(bases, tmp_path):
+    d = copy(bases["q"], tmp_path / "q")
+    f = os.path.join(d, "model.quantized.safetensors")
+    header, data = header_of(f)
+    data = bytearray(data)
+    start = header["model.layers.0.mlp.gate_proj.weight"]["data_offsets"][0]
+    data[start:start + 2] = b"\x00\x7c"                                                # +Inf in fp16
+    write_header(f, header, bytes(data))
+    refused(d, CheckpointError, "model.quantized.safetensors", "model.layers.0.mlp.gate_proj.weight",
+            "non-finite scale")
+
+
+# --- hangs and runaway memory ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layers", [10 ** 9, 2 ** 40])
+def test_absurd_layer_counts_are_refused_before_anything_is_allocated(bases, tmp_path, layers):
+    d = copy(bases["hf"], tmp_path / "m")
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg["num_hidden_layers"] = layers
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    refused(d, ConfigError, "config.json", "num_hidden_layers")
+
+
+def test_corrupt_gguf_array_count_and_value_type(bases, tmp_path):
+    raw = bytearray(open(bases["gguf"], "rb").read())
+    key = b"tokenizer.ggml.tokens"
+    at = bytes(raw).find(struct.pack("<Q", len(key)) + key) + 8 + len(key)            # value type u32 (9: array)
+    bad = bytearray(raw)
+    bad[at + 8:at + 16] = struct.pack("<Q", 2 ** 40)
+    open(tmp_path / "count.gguf", "wb").write(bad)
+    refused(tmp_path / "count.gguf", GGUFError, "count.gguf", "tokenizer.ggml.tokens", "claims 1099511627776")
+    bad = bytearray(raw)
+    bad[at + 4:at + 8] = struct.pack("<I", 77)
+    open(tmp_path / "etype.gguf", "wb").write(bad)
+    refused(tmp_path / "etype.gguf", GGUFError, "etype.gguf", "tokenizer.ggml.tokens", "unknown value type 77")
+
+
+@pytest.mark.parametrize("where", ["config.json", "safetensors header", "quantization.json"])
+def test_deeply_nested_json_is_refused(bases, tmp_path, where):
+    deep = b"[" * 100000 + b"]" * 100000
+    if where == "safetensors header":
+        d = copy(bases["hf"], tmp_path / "m")
+        f = os.path.join(d, "model.safetensors")
+        header, data = header_of(f)
+        h = json.dumps(header).encode()[:-1] + b', "__metadata__": ' + deep + b"}"
+        h += b" " * (-len(h) % 8)
+        open(f, "wb").write(struct.pack("<Q", len(h)) + h + data)
+        refused(d, CheckpointError, "model.safetensors", "nested")
+    else:
+        d = copy(bases["q" if where == "quantization.json" else "hf"], tmp_path / "m")
+        f = os.path.join(d, where)
+        text = open(f, "rb").read()
+        open(f, "wb").write(text.rstrip()[:-1] + b', "deep": ' + deep + b"}")
+        refused(d, MistralNPError, where, "nested")
+
+
+# --- unclear refusals --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("rope_theta", "abc", "rope_theta"), ("rope_scaling", "linear", "rope_scaling"),
+    ("architectures", 5, "architectures"), ("num_attention_heads", 0, "num_attention_heads"),
+    ("num_key_value_heads", 0, "num_key_value_heads"), ("rms_norm_eps", -1, "rms_norm_eps"),
+    ("vocab_size", 1.5, "vocab_size"), ("sliding_window", "big", "sliding_window")])
+def test_config_values_of_the_wrong_type_name_the_field(bases, tmp_path, field, value, needle):
+    d = copy(bases["hf"], tmp_path / "m")
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg[field] = value
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    refused(d, ConfigError, "config.json", needle)
+
+
+def test_heads_that_do_not_divide_the_hidden_size_name_the_fields(bases, tmp_path):
+    d = copy(bases["hf"], tmp_path / "m")
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg.pop("head_dim", None)
+    cfg["num_attention_heads"], cfg["num_key_value_heads"] = 3, 3
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    refused(d, ConfigError, "hidden_size (64) is not divisible by num_attention_heads (3)")
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"dtype": 5}, "unsupported dtype 5"), ({"shape": [2 ** 40, 2 ** 40, 2 ** 40]}, "data_offsets"),
+    ({"shape": [-3]}, "malformed shape")])
+def test_safetensors_header_entries(bases, tmp_path, change, needle):
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    header["model.norm.weight"].update(change)
+    write_header(f, header, data)
+    refused(d, CheckpointError, "model.safetensors", "model.norm.weight", needle)
+
+
+def _rewrite_gguf_metadata(src, dst, key, value_type, payload):
+    """Replace metadata ``key``'s value by raw bytes of another type (after the key, the u32 type then value)."""
+    raw = bytearray(open(src, "rb").read())
+    k = key.encode()
+    at = bytes(raw).find(struct.pack("<Q", len(k)) + k) + 8 + len(k)
+    old_type = struct.unpack("<I", raw[at:at + 4])[0]
+    old_len = {4: 4, 6: 4, 8: 8 + struct.unpack("<Q", raw[at + 4:at + 12])[0] if old_type == 8 else 0}[old_type]
+    raw[at:at + 4 + old_len] = struct.pack("<I", value_type) + payload
+    open(dst, "wb").write(raw)
+    return dst
+
+
+def test_gguf_metadata_of_the_wrong_type_or_invalid_utf8(bases, tmp_path):
+    f = _rewrite_gguf_metadata(bases["gguf"], tmp_path / "type.gguf", "llama.block_count", 6, struct.pack("<f", 3.0))
+    refused(f, GGUFError, "type.gguf", "llama.block_count")
+    arch = b"ll\xffma"
+    f = _rewrite_gguf_metadata(bases["gguf"], tmp_path / "utf8.gguf", "general.architecture", 8,
+                               struct.pack("<Q", len(arch)) + arch)
+    refused(f, GGUFError, "utf8.gguf", "general.architecture", "UTF-8")
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda e: e.update(type="q5_0"), "unknown type 'q5_0'"), (lambda e: e.update(type="Q4_0"), "unknown type 'Q4_0'"),
+    (lambda e: e.pop("shape"), "needs 'type' and 'shape'"),
+    (lambda e: e.update(type="q4_0", shape=[64]), "needs a matrix")])
+def test_quantized_manifest_entries(bases, tmp_path, change, needle):
+    d = copy(bases["q"], tmp_path / "q")
+    m = os.path.join(d, "quantization.json")
+    man = json.load(open(m))
+    change(man["tensors"]["model.norm.weight" if "matrix" in needle else "model.layers.0.mlp.up_proj.weight"])
+    json.dump(man, open(m, "w"))
+    refused(d, CheckpointError, "quantization.json", needle)
+
+
+def test_a_one_dimensional_tensor_declared_as_a_block_type_in_gguf(bases, tmp_path):
+    raw = bytearray(open(bases["gguf"], "rb").read())
+    name = b"output_norm.weight"
+    at = bytes(raw).rfind(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    n_dims = struct.unpack("<I", raw[at:at + 4])[0]
+    raw[at + 4 + 8 * n_dims:at + 8 + 8 * n_dims] = struct.pack("<I", 8)                  # F32 -> Q8_0
+    open(tmp_path / "norm.gguf", "wb").write(raw)
+    refused(tmp_path / "norm.gguf", GGUFError, "norm.gguf", "output_norm.weight")
+
+
+@pytest.mark.parametrize("call, error, needle", [
+    (lambda m: list(m.generate("a\ud800b", max_new_tokens=1)), InvalidArgumentError, "prompt"),
+    (lambda m: list(m.generate(b"bytes", max_new_tokens=1)), ArgumentTypeError, "prompt"),
+    (lambda m: m.tokenizer.decode([None]), MistralNPError, "ids"),
+    (lambda m: m.tokenizer.decode([float("nan")]), MistralNPError, "ids"),
+    (lambda m: m.forward([1, float("nan")]), InvalidArgumentError, "token_ids"),
+    (lambda m: list(m.generate("Hi", max_new_tokens=1, temperature=0.5, seed=-1)), InvalidArgumentError, "seed")])
+def test_text_and_id_inputs(bases, call, error, needle):
+    model = mistral_np.load_model(bases["hf"])
+    with pytest.raises(error, match=needle):
+        call(model)
+
+
+def test_warnings_do_not_fire_on_healthy_files(bases):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in (bases["hf"], bases["q"], bases["gguf"]):
+            assert np.isfinite(mistral_np.load_model(path).forward([1, 2, 3])).all()
