@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .golden import add_golden_commands
     from .trace import add_trace_commands
     from .exercise import add_exercise_commands
+    from .serve import add_serve_commands
     from .. import __version__
     ap = argparse.ArgumentParser(prog="mistral-np", description="A NumPy reference implementation of Mistral-7B: "
                                  "generate, chat, embed, quantize, and golden values for other backends.",
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_golden_commands(sub)
     add_trace_commands(sub)
     add_exercise_commands(sub)
+    add_serve_commands(sub)
     return ap
 
 

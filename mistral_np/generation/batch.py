@@ -1,0 +1,213 @@
+"""Several sequences at once: prefill in chunks fixed by absolute position, and a batched decode step.
+
+What it computes
+    ``prefill_chunk(model, cache, ids, chunk, weights)``  the next chunk of a prompt into its cache -> logits (V,)
+                                                          once the prompt is complete
+    ``BatchDecoder(model).step(caches, tokens)``          one new token for each of B sequences -> logits (B, V)
+    ``rewind(cache, n)``                                  forget positions >= n (``can_rewind``: when that is exact)
+    ``loop_activations()``                                the (prompt, decode) activations loop.py uses by default
+
+This is generation/loop.py's arithmetic, rearranged so that a server can interleave many sequences; a server
+(mistral_np/serve/) owns the caches and the sampling.
+
+Prefill chunks are fixed by absolute position: a chunk never crosses a multiple of ``chunk``. A prompt of 300
+tokens with chunk 128 runs as 0-127, 128-255, 256-299, and a prompt resumed at 256 from a cache that holds
+0-255 runs 256-299: the same calls as the full prefill, so the same numbers. (Split 0-199 then 200-299 instead,
+the rows of each matmul would be multiplied in differently shaped products; the bits of the cache and of the
+logits would move by ~1e-7 relative, and with int8 decode activations that is enough to change a greedy token
+a few steps later.) ``loop.py`` with ``chunk_size=chunk`` splits a prompt exactly so.
+
+The decode step advances B sequences together, each by one token, at its own position:
+
+    x = embed_tokens[tokens]                                    (B,) -> (B, D)
+    for each layer:
+        q, k, v = x Wq^T, x Wk^T, x Wv^T                        (B, D) -> (B, H, Dh), (B, K, Dh) x2   all rows
+        per sequence b: RoPE at its position, its cache's ``update``, ``attention_probs``, ``mix_values``
+        x = x + out Wo^T ;  x = x + swiglu_mlp(rms_norm(x))     all rows
+    logits = rms_norm(x) lm_head^T                              (B, D) -> (B, V)                      all rows
+
+with the model's own functions (model/rmsnorm.py, rope.py, gqa.py, mlp.py, ops.py, the cache's layer views).
+
+Which numbers. Each row gets exactly the bits the single-sequence loop gives (``loop.py`` with the same
+activations for the prompt and the decode steps, and ``chunk_size=chunk``): everything but the matmuls is row by row or element by element, and a weight is
+multiplied by all B rows in one call (one pass over the weight for all of them) only where that call is known
+to give, row for row, the bits of one-row calls. ``BatchDecoder`` finds out once per kind of weight (type,
+activations, shape) and row count by trying it on random rows (``rows_agree``); elsewhere it multiplies one
+row at a time. Today's kernels need that: NumPy's one-row product is a gemv and its several-row product a
+gemm, the quantized kernels use int8 (or float) gemv for one row and dequantized tiles with sgemm for more,
+and OpenBLAS's sgemm itself picks another micro-kernel from 4 rows on: all give other last bits. A kernel
+whose few-row products repeat its one-row arithmetic is used in one pass automatically. ``stacking="always"``
+forces one call (faster with such a kernel, no longer exact), ``"never"`` forbids it.
+
+next: back to loop.py, or on to mistral_np/serve/ (the server built on this file).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from ..model.forward import hidden_states
+from ..model.gqa import attention_probs, mix_values
+from ..model.mlp import swiglu_mlp
+from ..model.ops import linear, take_rows
+from ..model.rmsnorm import rms_norm
+from ..model.rope import apply_rope, positions as rotary_positions
+from .loop import decode_params, generate_ids
+
+STACKING = ("auto", "always", "never")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# ------------------------------------------------------------------------------------------------ prefill
+def chunk_end(start: int, total: int, chunk: int) -> int:
+    """End of the prefill chunk that starts at ``start``: the next multiple of ``chunk``, or ``total``."""
+    return min(total, (start // chunk + 1) * chunk)
+
+
+def prefill_chunk(model, cache, ids: np.ndarray, chunk: int, weights=None) -> np.ndarray | None:
+    """Run the next chunk of the prompt ``ids`` (all of it, from position 0) through the model into ``cache``,
+    from ``cache.next_position`` to ``chunk_end``. -> logits of the last prompt token (V,) once the prompt is
+    complete, else None. ``weights``: the prompt's weights, as loop.py makes them (``decode_params(params,
+    prompt activations)``); default the weights as loaded (float activations)."""
+    weights = model.params if weights is None else weights
+    start = cache.next_position
+    if not 0 <= start < len(ids):
+        raise InvalidArgumentError(f"the cache is at position {start}, outside the prompt of {len(ids)} tokens")
+    end = chunk_end(start, len(ids), chunk)
+    h = hidden_states(weights, model.config, ids[start:end], None, model.dtype, cache)      # (T, D)
+    if end < len(ids):
+        return None
+    return linear(h[-1:], weights.lm_head)[0]                                              # (1, D) -> (V,)
+
+
+def loop_activations() -> tuple[str, str]:
+    """(prompt, decode) activations of ``generate_ids``' defaults, so that a caller of this file computes what
+    ``model.generate`` computes unless told otherwise. A loop without a prompt setting runs prompts on the
+    weights as loaded: "float"."""
+    params = inspect.signature(generate_ids).parameters
+    prompt = params["prompt_activations"].default if "prompt_activations" in params else "float"
+    return prompt, params["decode_activations"].default
+
+
+def can_rewind(cache, n: int) -> bool:
+    """Whether ``rewind(cache, n)`` leaves the cache exactly as if only positions 0..n-1 had been written:
+    true for n = the cache's length, and for any shorter n as long as no slot has been written twice (a rolling
+    buffer that wrapped has lost keys that position n would need)."""
+    seen = cache.next_position
+    return n == seen or (0 <= n < seen and seen <= cache.slots)
+
+
+def rewind(cache, n: int) -> None:
+    """Forget positions >= n: their slots are marked empty and the next token goes to position n."""
+    if not can_rewind(cache, n):
+        raise InvalidArgumentError(f"cannot rewind a cache holding {cache.next_position} positions in "
+                                   f"{cache.slots} slots to {n}")
+    cache.slot_pos[cache.slot_pos >= n] = -1
+    cache.seen[:] = n
+
+
+# ------------------------------------------------------------------------------------------------ decode
+def rows_agree(w, rows: int, in_dim: int, dtype, seeds=(0, 1)) -> bool:
+    """Whether ``linear`` of ``rows`` random rows gives, row for row, the bits of ``linear`` of each row alone."""
+    for seed in seeds:
+        x = np.random.default_rng(seed).standard_normal((rows, in_dim)).astype(dtype)
+        y = linear(x, w)                                                          # (rows, out)
+        if not all(np.array_equal(y[i], linear(x[i:i + 1], w)[0]) for i in range(rows)):
+            return False
+    return True
+
+
+def _kind(w) -> tuple:
+    """What decides a weight's kernel: its type, block type, activations, shape and dtype."""
+    base = w if isinstance(w, np.ndarray) else getattr(w, "base", w)
+    return (type(w).__name__, type(base).__name__, getattr(w, "qtype", None), getattr(w, "activations", None),
+            tuple(w.shape), str(getattr(w, "dtype", "")))
+
+
+class RowwiseWeight:
+    """A weight whose ``matmul`` of several rows is one call where ``stacked`` holds that row count, else one
+    call per row. ``calls`` counts the calls made to the weight (a test sees the weight read once per step)."""
+
+    def __init__(self, w, stacked: frozenset):
+        self.w, self.stacked, self.calls = w, stacked, 0
+        self.shape = w.shape
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 1 or len(x) in self.stacked:
+            self.calls += 1
+            return linear(x, self.w)                                              # (B, in) -> (B, out)
+        self.calls += len(x)
+        return np.concatenate([linear(x[i:i + 1], self.w) for i in range(len(x))])
+
+
+class BatchDecoder:
+    """The decode step for up to ``max_rows`` sequences, on ``decode_params(model.params, decode_activations)``.
+
+    ``stacking``: "auto" (one call per weight where it gives the one-row bits, see the module docstring),
+    "always", "never". ``stacked_rows(name)`` reports the choice for a weight (e.g. "layers.0.q_proj", "lm_head")."""
+
+    def __init__(self, model, decode_activations: str = "int8", max_rows: int = 4, stacking: str = "auto"):
+        if stacking not in STACKING:
+            raise InvalidArgumentError(f"stacking must be one of {', '.join(STACKING)}, got {stacking!r}")
+        if not isinstance(max_rows, int) or max_rows < 1:
+            raise InvalidArgumentError(f"max_rows must be a positive integer, got {max_rows!r}")
+        if model.params.lm_head is None:
+            raise InvalidArgumentError("this checkpoint has no lm_head (an embedding model): it cannot generate")
+        self.model, self.max_rows, self.stacking = model, max_rows, stacking
+        weights = decode_params(model.params, decode_activations)
+        self._agree: dict[tuple, frozenset] = {}
+        wrap = self._rowwise
+        self.layers = [replace(layer, **{f: wrap(getattr(layer, f)) for f in PROJECTIONS}) for layer in weights.layers]
+        self.embed_tokens, self.norm, self.lm_head = weights.embed_tokens, weights.norm, wrap(weights.lm_head)
+
+    def _rowwise(self, w) -> RowwiseWeight:
+        rows = range(2, self.max_rows + 1)
+        if self.stacking != "auto":
+            return RowwiseWeight(w, frozenset(rows if self.stacking == "always" else ()))
+        key = _kind(w)
+        if key not in self._agree:
+            dtype = w.dtype if isinstance(w, np.ndarray) else self.model.dtype
+            self._agree[key] = frozenset(r for r in rows if rows_agree(w, r, w.shape[1], dtype))
+        return RowwiseWeight(w, self._agree[key])
+
+    def stacked_rows(self, name: str) -> frozenset:
+        """Row counts multiplied in one call for weight ``name`` ("lm_head" or "layers.{l}.{projection}")."""
+        if name == "lm_head":
+            return self.lm_head.stacked
+        _, l, f = name.split(".")
+        return getattr(self.layers[int(l)], f).stacked
+
+    def step(self, caches: list, tokens) -> np.ndarray:
+        """One new token per sequence: ``tokens[b]`` at ``caches[b].next_position``. -> logits (B, V)"""
+        B, cfg, dtype = len(tokens), self.model.config, self.model.dtype
+        if not 1 <= B <= self.max_rows or len(caches) != B or len({id(c) for c in caches}) != B:
+            raise InvalidArgumentError(f"step takes 1..{self.max_rows} distinct caches, one token each; got "
+                                       f"{len(caches)} caches and {B} tokens")
+        ids = np.asarray(tokens, dtype=np.int64)
+        pos = [rotary_positions(np.array([c.next_position], dtype=np.int64), cfg.head_dim, cfg.rope_theta, dtype)
+               for c in caches]                                                   # B x ((1,), (1, Dh/2) x2)
+        x = take_rows(self.embed_tokens, ids).astype(dtype, copy=False)           # (B,) -> (B, D)
+        for i, layer in enumerate(self.layers):
+            a_in = rms_norm(x, layer.input_layernorm, cfg.rms_norm_eps)
+            h = x + self._attention(a_in, layer, [c.layer(i) for c in caches], pos)
+            x = h + swiglu_mlp(rms_norm(h, layer.post_attention_layernorm, cfg.rms_norm_eps),
+                               layer.gate_proj, layer.up_proj, layer.down_proj)
+        return linear(rms_norm(x, self.norm, cfg.rms_norm_eps), self.lm_head)    # (B, D) -> (B, V)
+
+    def _attention(self, x, layer, views, pos):
+        """model/attention.py for B sequences of one token each: projections on all rows, the rest per sequence."""
+        cfg = self.model.config
+        B, H, K, Dh = len(x), cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        q = linear(x, layer.q_proj).reshape(B, H, Dh)                             # (B, D) -> (B, H, Dh)
+        k = linear(x, layer.k_proj).reshape(B, K, Dh)                             # (B, D) -> (B, K, Dh)
+        v = linear(x, layer.v_proj).reshape(B, K, Dh)
+        out = np.empty((B, H, Dh), dtype=x.dtype)
+        for b, (view, p) in enumerate(zip(views, pos)):
+            qb, kb = apply_rope(q[b:b + 1], p.cos, p.sin), apply_rope(k[b:b + 1], p.cos, p.sin)   # (1, H|K, Dh)
+            k_all, v_all, k_pos = view.update(kb, v[b:b + 1], p.index)           # (S, K, Dh) x2, (S,)
+            out[b] = mix_values(attention_probs(qb, k_all, p.index, k_pos, cfg.sliding_window), v_all)[0]
+        return linear(out.reshape(B, H * Dh), layer.o_proj)                       # (B, H*Dh) -> (B, D)

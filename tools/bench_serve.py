@@ -1,0 +1,200 @@
+"""Serving benchmark: aggregate generated tokens/s with 1, 2 and 4 concurrent streams, ours and llama.cpp's.
+
+Both servers run the same GGUF bytes (tools/export_gguf.py makes the GGUF from our quantized folder), each in its
+own process, one after the other in the same run, with the same clients: C concurrent streams
+(``/v1/completions``, ``stream: true``), each a different text prompt of about P tokens and G greedy tokens,
+EOS banned by ``logit_bias`` so every stream generates exactly G tokens. Aggregate tokens/s = C x G / wall time
+from sending the requests to the last token (prefill included); the table also gives the median time to first
+token and each run's median inter-token gap.
+
+    python -m tools.bench_serve --ours /work/bench/m7b-q4_0 --gguf /work/bench/m7b-q4_0.gguf \
+        [--clients 1 2 4] [--prompt 16] [--gen 32] [--runs 2] [--threads 2]
+
+llama-cpp-python's server (``python -m llama_cpp.server``, the ``bench`` extra) handles one request at a time,
+so its concurrent streams queue. ``ServerProcess`` (start a server as a subprocess on a free port, wait until it
+answers, always stop it) is also what the server tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = ("river stone cloud market garden window letter silver morning forest engine harbor candle "
+         "painter winter signal valley orange bridge castle").split()
+
+
+class ServerProcess:
+    """A server started as a subprocess; ``url`` once it answers ``GET health_path`` with 200.
+
+    ``with ServerProcess(cmd) as s:`` stops it at the end (SIGINT, then SIGKILL after ``stop_timeout``), whatever
+    happens. Its stderr goes to ``s.log_path``; ``s.log()`` reads it. With ``port=None`` the command must print
+    ``listening on http://HOST:PORT`` (``mistral-np serve --port 0`` does)."""
+
+    def __init__(self, cmd: list[str], port: int | None = None, health_path: str = "/health",
+                 start_timeout: float = 180.0, stop_timeout: float = 15.0, env: dict | None = None):
+        self.cmd, self.port, self.health_path = cmd, port, health_path
+        self.start_timeout, self.stop_timeout, self.env = start_timeout, stop_timeout, env
+        self.proc, self.url = None, None
+
+    def __enter__(self) -> "ServerProcess":
+        fd, self.log_path = tempfile.mkstemp(prefix="server-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self._log, stdin=subprocess.DEVNULL,
+                                     cwd=ROOT, env=env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with status {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if self.port is None:
+                m = re.search(r"listening on (http://\S+)", self.log())
+                if m:
+                    self.url = m.group(1)
+            else:
+                self.url = f"http://127.0.0.1:{self.port}"
+            if self.url is not None:
+                try:
+                    with urllib.request.urlopen(self.url + self.health_path, timeout=5) as r:
+                        if r.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server did not answer within {self.start_timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+
+def mistral_np_server(model: str, *args: str, **kw) -> ServerProcess:
+    """``mistral-np serve MODEL --port 0 ARGS`` (this interpreter, this checkout)."""
+    return ServerProcess([sys.executable, "-m", "mistral_np.cli", "serve", model, "--port", "0", *args], **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def llama_cpp_server(gguf: str, threads: int, ctx: int) -> ServerProcess:
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
+           "--n_ctx", str(ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    return ServerProcess(cmd, port=port, health_path="/v1/models", start_timeout=600)
+
+
+# ------------------------------------------------------------------------------------------------ clients
+def prompt_text(i: int, words: int) -> str:
+    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(words))
+
+
+def one_stream(url: str, prompt: str, gen: int, eos: int, out: dict) -> None:
+    body = json.dumps({"model": "m", "prompt": prompt, "max_tokens": gen, "temperature": 0, "stream": True,
+                       "logit_bias": {str(eos): -100}}).encode()
+    req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
+    stamps = []
+    with urllib.request.urlopen(req, timeout=3600) as r:
+        for line in r:
+            if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                chunk = json.loads(line[6:])
+                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                    stamps.append(time.perf_counter())
+    out["stamps"] = stamps
+
+
+def measure(url: str, clients: int, prompt_words: int, gen: int, eos: int) -> dict:
+    results = [{} for _ in range(clients)]
+    threads = [threading.Thread(target=one_stream, args=(url, prompt_text(i, prompt_words), gen, eos, results[i]))
+               for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    pieces = sum(len(r["stamps"]) for r in results)
+    gaps = [b - a for r in results for a, b in zip(r["stamps"], r["stamps"][1:])]
+    return {"clients": clients, "tokens": clients * gen, "pieces": pieces, "wall_s": wall,
+            "tok_s": clients * gen / wall, "ttft_s": statistics.median(r["stamps"][0] - t0 for r in results),
+            "gap_s": statistics.median(gaps) if gaps else float("nan")}
+
+
+def run_server(server: ServerProcess, name: str, args, eos: int) -> list[dict]:
+    rows = []
+    with server as s:
+        one_stream(s.url, prompt_text(99, args.prompt), 2, eos, {})              # warm-up
+        for c in args.clients:
+            runs = [measure(s.url, c, args.prompt, args.gen, eos) for _ in range(args.runs)]
+            best = max(runs, key=lambda r: r["tok_s"])
+            best.update(server=name, runs=[round(r["tok_s"], 2) for r in runs])
+            rows.append(best)
+            print(json.dumps(best), file=sys.stderr, flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ours", required=True, help="our quantized folder (or GGUF)")
+    ap.add_argument("--gguf", default=None, help="the same weights as GGUF for llama.cpp (omit to skip it)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--prompt", type=int, default=16, help="words per prompt")
+    ap.add_argument("--gen", type=int, default=32, help="tokens per stream")
+    ap.add_argument("--runs", type=int, default=2, help="runs per client count (the best is kept)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eos", type=int, default=2, help="the EOS id to ban")
+    ap.add_argument("--serve-args", default="", help="extra arguments for mistral-np serve")
+    args = ap.parse_args()
+    slots = str(max(args.clients))
+    ours = mistral_np_server(args.ours, "--slots", slots, "--ctx", "512", "-t", str(args.threads),
+                             *args.serve_args.split(), start_timeout=900)
+    rows = run_server(ours, "mistral_np", args, args.eos)
+    if args.gguf:
+        rows += run_server(llama_cpp_server(args.gguf, args.threads, 512), "llama.cpp", args, args.eos)
+    print("| server | streams | aggregate tok/s | x 1 stream | median TTFT s | median gap s | runs tok/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        single = next(x["tok_s"] for x in rows if x["server"] == r["server"] and x["clients"] == 1) \
+            if any(x["server"] == r["server"] and x["clients"] == 1 for x in rows) else float("nan")
+        print(f"| {r['server']} | {r['clients']} | {r['tok_s']:.2f} | {r['tok_s'] / single:.2f} | "
+              f"{r['ttft_s']:.2f} | {r['gap_s']:.3f} | {r['runs']} |")
+
+
+if __name__ == "__main__":
+    main()
