@@ -6,12 +6,13 @@ Shapes are chosen to hit the awkward cases: row counts not a multiple of the row
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_weights, dequantize_q4_0_ref,
                               dequantize_q4_1_ref, dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref,
                               matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1_ref, quantize_q8_0)
+from mistral_np.quant.activations import int8_sum_bound, matmul_int8_ref, quantize_rows_q8_0_ref
 from mistral_np.quant.fast import kernels, layout
 
 EPS = np.finfo(np.float32).eps
@@ -191,9 +192,9 @@ def test_int8_q8_0_extremes_are_exact():
     np.testing.assert_allclose(y, matmul_q8_0_ref(x, packed, w.shape), rtol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["vnni", "avx2", "generic"])
-def test_every_dpbusd_lowering_agrees(mode):
-    """simd.dpbusd's three lowerings, JIT-compiled by llvmlite for this CPU, against NumPy.
+def _jit_ir(mode, emit, n_pairs):
+    """Compile ``emit(builder, acc, us, ss, mode)`` with llvmlite for this CPU: a C function
+    f(int32 *acc, uint8 *u, int8 *s) over n_pairs 32-byte vector pairs, acc updated in place.
     A lowering this CPU cannot run (vnni without VNNI, avx2 without AVX2) is skipped."""
     import ctypes
 
@@ -213,13 +214,25 @@ def test_every_dpbusd_lowering_agrees(mode):
     b = ir.IRBuilder(fn.append_basic_block())
     vp = lambda p, t: b.bitcast(p, t.as_pointer())  # noqa: E731
     acc = b.load(vp(fn.args[0], simd._V8I32), align=1)
-    u, s_ = (b.load(vp(a, simd._V32I8), align=1) for a in fn.args[1:])
-    b.store(simd.emit_dpbusd(b, acc, u, s_, mode), vp(fn.args[0], simd._V8I32), align=1)
+    us = [b.load(vp(b.gep(fn.args[1], [ir.Constant(ir.IntType(64), 32 * i)]), simd._V32I8), align=1)
+          for i in range(n_pairs)]
+    ss = [b.load(vp(b.gep(fn.args[2], [ir.Constant(ir.IntType(64), 32 * i)]), simd._V32I8), align=1)
+          for i in range(n_pairs)]
+    b.store(emit(b, acc, us, ss, mode), vp(fn.args[0], simd._V8I32), align=1)
     b.ret_void()
     tm = llvm.Target.from_default_triple().create_target_machine(cpu=llvm.get_host_cpu_name(), features=host)
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(mod)), tm)
     engine.finalize_object()
-    dot = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(engine.get_function_address("dot"))
+    f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(engine.get_function_address("dot"))
+    f.engine = engine  # keep the compiled code alive as long as the function
+    return f
+
+
+@pytest.mark.parametrize("mode", ["vnni", "avx2", "generic"])
+def test_every_dpbusd_lowering_agrees(mode):
+    """simd.dpbusd's three lowerings, JIT-compiled by llvmlite for this CPU, against NumPy."""
+    from mistral_np.quant.fast import simd
+    dot = _jit_ir(mode, lambda b, acc, us, ss, m: simd.emit_dpbusd(b, acc, us[0], ss[0], m), 1)
     rng = np.random.default_rng(7)
     for hi in (16, 129):  # nibbles, and |q| up to 128 (Q8_0's abs)
         acc = rng.integers(-10 ** 6, 10 ** 6, 8).astype(np.int32)
@@ -231,26 +244,124 @@ def test_every_dpbusd_lowering_agrees(mode):
         np.testing.assert_array_equal(acc, want)
 
 
-def test_with_activations_selects_int8_for_single_rows_only():
+@pytest.mark.parametrize("mode", ["vnni", "avx2", "generic"])
+@pytest.mark.parametrize("kind", ["nibbles", "bytes"])
+def test_every_dot8_lowering_agrees(mode, kind):
+    """simd.dot8_nibbles / dot8_bytes (the prompt GEMM's inner step, gemm.py) in each lowering against NumPy,
+    at the extremes too: 8 pairs of 15 * -127 in every int16 lane (AVX2 sums them there: -30480), and
+    u = 255 against 127 for bytes (split into nibbles on AVX2)."""
+    from mistral_np.quant.fast import simd
+    emit = simd.emit_dot8_nibbles if kind == "nibbles" else simd.emit_dot8_bytes
+    dot = _jit_ir(mode, emit, 8)
+    rng = np.random.default_rng(8)
+    hi = 16 if kind == "nibbles" else 256
+    for trial in range(20):
+        acc = rng.integers(-10 ** 6, 10 ** 6, 8).astype(np.int32)
+        u = rng.integers(0, hi, 256).astype(np.uint8)
+        s8 = rng.integers(-127, 128, 256).astype(np.int8)
+        if trial == 0:
+            u[:], s8[:] = hi - 1, -127
+        elif trial == 1:
+            u[:], s8[:] = hi - 1, 127
+        want = acc + (u.astype(np.int64) * s8).reshape(8, 8, 4).sum(axis=(0, 2)).astype(np.int32)
+        dot(acc.ctypes.data, u.ctypes.data, s8.ctypes.data)
+        np.testing.assert_array_equal(acc, want)
+
+
+def test_with_activations_selects_the_activations_for_every_row_count():
     """The activations a matmul uses are said where it is called: matmul(x) is float; the weight's
-    with_activations("int8") view uses int8 for one row; a prompt (T > 1) is float either way."""
+    with_activations("int8") view uses int8 for one row (decode) and for a prompt (T > 1) alike."""
     for qtype in ("Q4_0", "Q4_1", "Q8_0"):
         w, x, packed = case(qtype, 40, 65, 3, 8)
         t = from_packed(qtype, packed, w.shape)
-        y_float, y_int8 = t.matmul(x[:1], activations="float"), t.matmul(x[:1], activations="int8")
-        assert not np.array_equal(y_float, y_int8)
-        np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # default: float
+        y_float, y_int8 = t.matmul(x, activations="float"), t.matmul(x, activations="int8")
+        assert not np.array_equal(y_float[:1], y_int8[:1]) and not np.array_equal(y_float, y_int8)
+        np.testing.assert_array_equal(t.matmul(x), y_float)  # default: float
         view = t.with_activations("int8")
         assert view.shape == t.shape and t.with_activations("float") is t
-        np.testing.assert_array_equal(view.matmul(x[:1]), y_int8)  # T == 1: int8
-        np.testing.assert_array_equal(view.matmul(x), t.matmul(x, activations="float"))  # prefill: float
+        np.testing.assert_array_equal(view.matmul(x[:1]), t.matmul(x[:1], activations="int8"))  # T == 1
+        np.testing.assert_array_equal(view.matmul(x), y_int8)  # a prompt: int8 too
         np.testing.assert_array_equal(view.take_rows([3, 1]), t.take_rows([3, 1]))
-        np.testing.assert_array_equal(decode_weights(t, "int8").matmul(x[:1]), y_int8)
-        np.testing.assert_array_equal(t.matmul(x[:1]), y_float)  # the weight itself is unchanged
+        np.testing.assert_array_equal(decode_weights(t, "int8").matmul(x), y_int8)
+        np.testing.assert_array_equal(t.matmul(x), y_float)  # the weight itself is unchanged
     plain = np.ones((2, 2), dtype=np.float32)
     assert decode_weights(plain, "int8") is plain
     with pytest.raises(ValueError, match="activations must be 'float' or 'int8'"):
         t.with_activations("int4")
+
+
+# ---------------------------------------------------------------- int8 activations against their NumPy twin
+
+
+@pytest.fixture(params=["256-bit", "512-bit"])
+def gemm_width(request, monkeypatch):
+    """Run the prompt GEMM at both widths on every CPU: the 512-bit kernel compiles to plain exact IR where
+    the CPU lacks AVX-512 VNNI (slow, never chosen there, but the same numbers), the 256-bit one everywhere."""
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: request.param == "512-bit")
+    return request.param
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # width: the same for every example
+@given(rows=st.integers(1, 70), blocks=st.sampled_from(BLOCK_COUNTS), t=st.sampled_from([1, 2, 3, 4, 5, 9]),
+       seed=st.integers(0, 10 ** 6))
+def test_int8_kernels_equal_their_numpy_twin(qtype, rows, blocks, t, seed, gemm_width):
+    """Decode (T = 1) and prompt (T > 1, padded to 4 tokens) kernels compute matmul_int8_ref's numbers: the
+    same quantized activations, the same exact block sums, only the float32 sum over blocks differs, within
+    int8_sum_bound (quant/activations.py derives it)."""
+    w, x, packed = case(qtype, rows, blocks, t, seed)
+    x[0, :32] *= 100  # one loud block
+    y = from_packed(qtype, packed, w.shape).matmul(x, activations="int8")
+    assert y.dtype == np.float32 and y.shape == (t, rows)
+    ref = matmul_int8_ref(x, packed, w.shape, qtype)
+    bound = int8_sum_bound(x, packed, w.shape, qtype) + 1e-30
+    assert np.all(np.abs(y - ref) <= bound), np.max(np.abs(y - ref) / bound)
+
+
+def test_numpy_twin_quantizes_activations_like_the_decode_kernel():
+    from mistral_np.quant.fast import decode
+    x = np.random.default_rng(5).standard_normal((3, 96)).astype(np.float32)
+    x[1, 5] = 0.5 * np.abs(x[1, :32]).max() / 127 * 3  # a tie: 1.5 steps rounds away from zero
+    xq, dx = quantize_rows_q8_0_ref(x)
+    for t in range(3):
+        q1, d1, s1 = decode.quantize_x_q8_0(x[t])
+        np.testing.assert_array_equal(xq[t].reshape(-1), q1)
+        np.testing.assert_array_equal(dx[t], d1)
+        np.testing.assert_array_equal(xq[t].sum(axis=1), s1)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_int8_prompt_of_512_tokens_on_long_rows(qtype, gemm_width):
+    """Long enough for every loop of the GEMM: several 16-group chunks of a row (in = 4608: 18 groups),
+    row groups handed out in parallel, 512 tokens; and the error against the float path documented in
+    docs/quantization.md (~5e-3 of the output's RMS)."""
+    w, x, packed = case(qtype, 67, 144, 512, 11)
+    t = from_packed(qtype, packed, w.shape)
+    y = t.matmul(x, activations="int8")
+    ref = matmul_int8_ref(x, packed, w.shape, qtype)
+    assert np.all(np.abs(y - ref) <= int8_sum_bound(x, packed, w.shape, qtype))
+    y_f = t.matmul(x)
+    rel = np.sqrt(np.mean((y - y_f) ** 2)) / np.sqrt(np.mean(y_f ** 2))
+    assert 1e-4 < rel < 1e-2
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_int8_prompt_block_sums_are_exact_at_the_extremes(qtype, gemm_width):
+    """The largest block sums every lowering must hold: nibbles 15 (or 0) and int8 -127/127 against
+    xq = +-127 everywhere (8 vector pairs of 2 * 15 * 127 summed in int16 on AVX2: 30480, just below 32767),
+    and Q8_0 bytes of -128, which ggml's quantizer never writes but a file may hold."""
+    rng = np.random.default_rng(2)
+    w = np.where(rng.random((6, 288)) < 0.5, -1.0, 1.0).astype(np.float32)
+    w[0], w[1] = 1.0, -1.0
+    x = np.full((5, 288), -1.0, dtype=np.float32)
+    x[1], x[2, ::2] = 1.0, 1.0
+    packed = TWINS[qtype][0](w)
+    if qtype == "Q8_0":
+        blocks = packed.reshape(6, 9, 34)
+        blocks[2, :, 2:] = 0x80  # q = -128
+        blocks[3, :, 2:5] = 0x80
+    y = from_packed(qtype, packed, w.shape).matmul(x, activations="int8")
+    assert np.all(np.abs(y - matmul_int8_ref(x, packed, w.shape, qtype)) <= int8_sum_bound(x, packed, w.shape, qtype))
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

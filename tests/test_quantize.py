@@ -137,27 +137,34 @@ def test_cli_quantize_with_report(tmp_path, capsys):
 
 
 def test_decode_activations_int8_is_close_and_float_is_exact(folders):
-    """Generation's one-token decode steps on a quantized model: "float" reproduces the no-cache forward
-    (the oracle), "int8" (the default, llama.cpp's method) stays within its documented error."""
+    """Generation on a quantized model: prompt and decode steps on "float" reproduce the no-cache forward
+    (the oracle); "int8" (the default for both, llama.cpp's method) stays within its documented error."""
     from mistral_np.generation import generate_ids
     from mistral_np.model.kv_cache import KVCache
     from mistral_np.model.forward import forward
     from mistral_np.generation.loop import decode_params
     model = mistral_np.load_model(folders["q4_0"])
     prompt = list(IDS[:12])
-    greedy_float = list(generate_ids(model, prompt, max_new_tokens=24, stop_ids=(), decode_activations="float"))
+    greedy_float = list(generate_ids(model, prompt, max_new_tokens=24, stop_ids=(), decode_activations="float",
+                                     prompt_activations="float"))
     seq = prompt + greedy_float
     full = model.forward(seq)
     assert [int(t) for t in full[len(prompt) - 1:-1].argmax(-1)] == greedy_float   # float decode == forward
     cache = KVCache(model.config, max_len=len(seq), dtype=np.float32)
-    forward(model.params, model.config, np.array(seq[:len(prompt)]), cache=cache)
     int8_weights = decode_params(model.params, "int8")
-    worst = 0.0
+    first = forward(int8_weights, model.config, np.array(seq[:len(prompt)]), cache=cache)  # the int8 prompt GEMM
+    worst = float(np.abs(first - full[:len(prompt)]).max() / np.abs(full[:len(prompt)]).max())
     for t in seq[len(prompt):]:
         step = forward(int8_weights, model.config, np.array([t]), cache=cache)[0]
         ref = full[cache.next_position - 1]
         worst = max(worst, float(np.abs(step - ref).max() / np.abs(ref).max()))
-    print(f"int8 decode: worst logit error {worst:.2e} of max |logit|")
-    assert 1e-6 < worst < 5e-2, worst            # measurably different from float, and close
+    print(f"int8 prompt and decode: worst logit error {worst:.2e} of max |logit|")
+    # Measurably different from float, and close. The arithmetic is checked exactly per kernel against the
+    # NumPy twin (tests/test_quant_kernels.py); here rows are 64 wide (2 blocks), where one int8 matmul
+    # errs by ~0.5 % of the output RMS, and 2 layers x 7 matmuls compound it: measured 5e-2 for the
+    # prompt, 7e-2 after the decode steps. A broken kernel gives errors of order 1.
+    assert 1e-6 < worst < 0.15, worst
     with pytest.raises(ValueError, match="decode_activations must be 'int8' or 'float'"):
         generate_ids(model, prompt, decode_activations="int4")
+    with pytest.raises(ValueError, match="prompt_activations must be 'int8' or 'float'"):
+        generate_ids(model, prompt, prompt_activations="int4")

@@ -76,6 +76,9 @@ def _sampling_options(p, temperature: float) -> None:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="prompt tokens per prefill step (default: the sliding window, or 512)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute dtype")
+    p.add_argument("--prompt-activations", choices=["int8", "float"], default="int8",
+                   help="quantized models: int8 activations for the prompt (fast) or float (exactly the "
+                        "forward pass)")
     p.add_argument("--decode-activations", choices=["int8", "float"], default="int8",
                    help="quantized models: int8 activations in decode steps (fast) or float (exactly the "
                         "forward pass)")
@@ -85,7 +88,8 @@ def _sampling_options(p, temperature: float) -> None:
 def _options(args) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
-                chunk_size=args.chunk_size, decode_activations=args.decode_activations)
+                chunk_size=args.chunk_size, decode_activations=args.decode_activations,
+                prompt_activations=args.prompt_activations)
 
 
 def _load(args):
@@ -101,7 +105,7 @@ def _load(args):
                                    "GGUF vocabulary), so it cannot read or write text")
     # one short generation: the compiled kernels load now, not in the middle of the first answer
     list(model.generate_ids([model.tokenizer.bos_id or 0] * 2, max_new_tokens=2, stop_ids=(),
-                            decode_activations=args.decode_activations))
+                            decode_activations=args.decode_activations, prompt_activations=args.prompt_activations))
     if talk:
         print(f" ready ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
     return model

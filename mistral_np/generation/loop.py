@@ -12,14 +12,15 @@ The loop (mistral-inference's ``generate``, docs/references.md#rolling-cache)::
         h = hidden_states(chunk, cache)                               each chunk attends over cache + chunk
     logits = h[-1] @ lm_head^T                                        only the last row is needed
     repeat: token = pick_token(logits); stop?; yield token; logits = forward([token], cache, decode weights)
+            (for Q4_0/Q4_1 layers, the one-token forward is fused.py's compiled twin: one call for all layers)
 
 ``pick_token`` and the penalty are sampling.py. Stops: a token in ``stop_ids`` (default: EOS) ends
 generation and is not yielded; a ``stop`` string ends it and is not emitted (stops.py).
 
-Which numbers: the prompt always runs on float activations, exactly the ``forward`` path. For quantized
-weights the one-token decode steps run on the weights' ``decode_activations`` view: "int8" (the default,
-llama.cpp's method: activations quantized to 8-bit blocks, integer dot products, about 2x faster, ~5e-3
-relative error per matmul, docs/quantization.md) or "float" (bit-for-bit the ``forward`` path, so greedy
+Which numbers: for quantized weights the prompt runs on the weights' ``prompt_activations`` view and the
+one-token decode steps on their ``decode_activations`` view: "int8" (the default, llama.cpp's method:
+activations quantized to 8-bit blocks, integer dot products, 1.5-4x faster, ~5e-3 relative error per
+matmul, docs/quantization.md) or "float" (bit-for-bit the ``forward`` path: with both "float", greedy
 tokens equal those of re-running ``forward`` on the growing sequence). Float weights ignore the choice.
 
 next: the embeddings (mistral_np/embeddings/) are the other way to use the model.
@@ -38,6 +39,7 @@ from ..model.ops import linear
 from ..model.params import map_weights
 from ..text.chat import chat_prompt_ids
 from ..text.tokenizer import check_text
+from .fused import fused_decoder
 from .sampling import apply_repetition_penalty, check_sampling, pick_token
 from .stats import GenerationStats
 from .stops import StopStrings
@@ -63,7 +65,8 @@ def check_token_ids(token_ids, vocab_size: int, name: str = "token_ids") -> np.n
 
 
 def decode_params(params, activations: str):
-    """The weights decode steps use: quantized ones viewed with ``activations`` ("int8" or "float")."""
+    """The weights a prompt or decode step uses: quantized ones viewed with ``activations`` ("int8" or
+    "float"), the others as they are."""
     from ..quant.tensor import decode_weights
     return map_weights(params, lambda w: decode_weights(w, activations))
 
@@ -71,15 +74,17 @@ def decode_params(params, activations: str):
 def generate_ids(model, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
                  stop_ids=None, chunk_size: int | None = None, stats: GenerationStats | None = None,
-                 decode_activations: str = "int8"):
+                 decode_activations: str = "int8", prompt_activations: str = "int8", fused_decode: bool = True):
     """Prompt ids (used as given: no BOS added) -> generator of new token ids.
 
     Arguments are checked now (InvalidArgumentError naming the argument); the work happens as the generator
     is consumed. ``max_new_tokens=-1``: until a stop token or the end of the context. ``stop_ids`` default to the
-    tokenizer's (else the config's) EOS; pass ``()`` to never stop early. ``decode_activations`` as in the module
-    docstring."""
-    if decode_activations not in ("int8", "float"):
-        raise InvalidArgumentError(f"decode_activations must be 'int8' or 'float', got {decode_activations!r}")
+    tokenizer's (else the config's) EOS; pass ``()`` to never stop early. ``prompt_activations`` and
+    ``decode_activations`` as in the module docstring; ``fused_decode=False`` keeps the one-token steps on the
+    readable path even where the compiled twin applies (fused.py)."""
+    for name, mode in (("decode_activations", decode_activations), ("prompt_activations", prompt_activations)):
+        if mode not in ("int8", "float"):
+            raise InvalidArgumentError(f"{name} must be 'int8' or 'float', got {mode!r}")
     check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, chunk_size)
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise InvalidArgumentError(f"seed must be None or an integer >= 0, got {seed!r}")
@@ -101,14 +106,16 @@ def generate_ids(model, prompt_ids, max_new_tokens: int = 256, temperature: floa
     model.last_stats = stats
     chunk = chunk_size or cfg.sliding_window or DEFAULT_CHUNK_NO_WINDOW
     budget = ctx - n if max_new_tokens == -1 else min(max_new_tokens, ctx - n)
+    decode_weights = decode_params(model.params, decode_activations)
+    fused = fused_decoder(decode_weights, cfg, decode_activations, model.dtype) if fused_decode else None
     return _loop(model, ids, budget, max_new_tokens, temperature, top_k, top_p,
                  repetition_penalty, np.random.default_rng(seed), frozenset(int(i) for i in stop_ids), chunk, stats,
-                 decode_params(model.params, decode_activations))
+                 decode_params(model.params, prompt_activations), decode_weights, fused)
 
 
 def _loop(model, ids, budget, max_new_tokens, temperature, top_k, top_p, penalty, rng, stop_ids, chunk, stats,
-          decode_weights):
-    params, cfg, dtype = model.params, model.config, model.dtype
+          prompt_weights, decode_weights, fused):
+    cfg, dtype = model.config, model.dtype
     if budget == 0:
         stats.stop_reason = "max_new_tokens"
         return
@@ -117,12 +124,15 @@ def _loop(model, ids, budget, max_new_tokens, temperature, top_k, top_p, penalty
     seen[ids] = True
 
     def step(weights, new_ids):                                # (T,) -> logits of the last one (V,)
-        h = hidden_states(weights, cfg, new_ids, None, dtype, cache)           # (T, D), positions follow the cache
+        if fused is not None and weights is decode_weights:    # one token, all layers in one compiled call
+            h = fused.hidden_state(weights, new_ids, cache)                     # (1, D)
+        else:
+            h = hidden_states(weights, cfg, new_ids, None, dtype, cache)       # (T, D), positions follow the cache
         return linear(h[-1:], weights.lm_head)[0]                              # (1, D) -> (V,)
 
     t0 = time.perf_counter()
     for c in range(0, len(ids), chunk):
-        logits = step(params, ids[c:c + chunk])
+        logits = step(prompt_weights, ids[c:c + chunk])
     stats.prompt_seconds = time.perf_counter() - t0
     for k in range(budget):
         t0 = time.perf_counter()

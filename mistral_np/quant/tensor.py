@@ -11,12 +11,14 @@ order, so memory stays at the file's size, and ``packed`` rebuilds the ggml byte
 
     w = quantize(np.random.randn(64, 128).astype(np.float32), "Q4_0", name="demo")
     y = w.matmul(x)                       # (T, 128) -> (T, 64), float activations: the exact path
-    y = w.matmul(x, activations="int8")   # one row (decode): Q8_0 activations, 2-4x faster, ~5e-3 rel. error
-    w8 = w.with_activations("int8")       # the same weight whose matmul of one row uses int8 activations
+    y = w.matmul(x, activations="int8")   # x's rows quantized to Q8_0 blocks, integer dot products: 2-4x
+                                          # faster, ~5e-3 relative error (activations.py is its NumPy twin)
+    w8 = w.with_activations("int8")       # the same weight whose matmul(x) uses int8 activations
 
 Which activations a matmul uses is always said where it is called: ``matmul(x)`` is float; generation
-decodes with ``with_activations("int8")`` views of the weights (``decode_weights``), never with a hidden
-switch, so ``model.forward(ids)`` is always the float path.
+and the embedders run on ``with_activations("int8")`` views of the weights (``decode_weights``) when
+asked to (their default for quantized weights), never through a hidden switch, so ``model.forward(ids)``
+is always the float path.
 
 next: fast/layout.py (the fast twins start there).
 """
@@ -66,8 +68,8 @@ class QuantTensor:
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         """y = x @ w.T.  (T, in) float32 -> (T, out) float32
 
-        ``activations``: "float" (the parity path), or "int8" (x quantized to Q8_0 blocks when T == 1; a
-        prompt of T > 1 rows always uses float activations).
+        ``activations``: "float" (the parity path), or "int8" (every row of x quantized to Q8_0 blocks,
+        integer block dot products: fast/decode.py for one row, fast/gemm.py for more).
         """
         raise NotImplementedError
 

@@ -223,6 +223,74 @@ def dpbusd(typingctx, acc, u, s):
     return I32x8(acc, u, s), codegen
 
 
+def emit_dot8_nibbles(builder, acc, us, ss, mode: str):
+    """IR for acc + the 4-byte dot products of 8 (u, s) vector pairs, every u a nibble (0..15).
+
+    VNNI: 8 chained ``vpdpbusd``. AVX2: 8 ``vpmaddubsw`` summed in int16 lanes, then one ``vpmaddwd``:
+    a lane holds at most 8 pairs of 15 * 127, 30480 < 32767, so nothing saturates or wraps (this is why
+    u must be a nibble). Generic: ``emit_dpbusd`` 8 times."""
+    if mode == "avx2":
+        total = None
+        for u, s in zip(us, ss):
+            pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [u, s])
+            total = pairs if total is None else builder.add(total, pairs)
+        return builder.add(acc, _call(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [total, _splat(_V16I16, 1)]))
+    for u, s in zip(us, ss):
+        acc = emit_dpbusd(builder, acc, u, s, mode)
+    return acc
+
+
+@intrinsic
+def dot8_nibbles(typingctx, acc, us, ss):
+    """acc + sum over 8 pairs of dpbusd(u_i, s_i): us, ss tuples of 8 I8x32, every byte of u in 0..15."""
+    tup = types.UniTuple(I8x32, 8)
+    if (acc, us, ss) != (I32x8, tup, tup):
+        return None
+
+    def codegen(context, builder, sig, args):
+        u = [builder.extract_value(args[1], i) for i in range(8)]
+        s = [builder.extract_value(args[2], i) for i in range(8)]
+        return emit_dot8_nibbles(builder, args[0], u, s, dot_mode(_features(context)))
+
+    return I32x8(acc, us, ss), codegen
+
+
+def emit_dot8_bytes(builder, acc, us, ss, mode: str):
+    """IR for acc + the 4-byte dot products of 8 (u, s) vector pairs, u any unsigned byte (0..255).
+
+    VNNI: 8 chained ``vpdpbusd`` (exact for any bytes). AVX2: u = 16 hi + lo split into nibbles, each half
+    summed as in ``emit_dot8_nibbles`` (exact), then acc + pmaddwd(lo sums, 1) + pmaddwd(hi sums, 16)."""
+    if mode != "avx2":
+        for u, s in zip(us, ss):
+            acc = emit_dpbusd(builder, acc, u, s, mode)
+        return acc
+    sums = []
+    for half in (lambda u: builder.and_(u, _splat(_V32I8, 15)), lambda u: builder.lshr(u, _splat(_V32I8, 4))):
+        total = None
+        for u, s in zip(us, ss):
+            pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [half(u), s])
+            total = pairs if total is None else builder.add(total, pairs)
+        sums.append(total)
+    lo = _call(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [sums[0], _splat(_V16I16, 1)])
+    hi = _call(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [sums[1], _splat(_V16I16, 16)])
+    return builder.add(acc, builder.add(lo, hi))
+
+
+@intrinsic
+def dot8_bytes(typingctx, acc, us, ss):
+    """acc + sum over 8 pairs of dpbusd(u_i, s_i): us, ss tuples of 8 I8x32, u unsigned bytes (any)."""
+    tup = types.UniTuple(I8x32, 8)
+    if (acc, us, ss) != (I32x8, tup, tup):
+        return None
+
+    def codegen(context, builder, sig, args):
+        u = [builder.extract_value(args[1], i) for i in range(8)]
+        s = [builder.extract_value(args[2], i) for i in range(8)]
+        return emit_dot8_bytes(builder, args[0], u, s, dot_mode(_features(context)))
+
+    return I32x8(acc, us, ss), codegen
+
+
 @intrinsic
 def fma_f32x8(typingctx, a, b, c):
     """a * b + c, fused where the CPU has FMA (one rounding), else multiply then add."""

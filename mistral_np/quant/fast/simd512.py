@@ -1,0 +1,151 @@
+"""512-bit vectors for CPUs with AVX-512 VNNI: the few operations the wide prompt GEMM needs (gemm.py).
+
+Where a CPU has AVX-512 (Intel Xeon since Skylake, AMD since Zen 4) a ``vpdpbusd`` on 512 bits does
+twice the work of simd.py's 256-bit one at the same rate, so the prompt GEMM has a wide micro-kernel
+used only there (``has_wide_vnni``); AVX2 machines (AMD Zen 3) keep the 256-bit one. Decode stays at
+256 bits everywhere: it is bound by memory, not by arithmetic.
+
+    I8x64   <64 x i8>     64 bytes
+    I32x16  <16 x i32>    16 int32 lanes
+    F32x16  <16 x float>  16 float32 lanes
+
+next: decode.py.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from .simd import Vec, _call, _features, _loader, _shuffle, _splat
+
+I8x64, I32x16, F32x16 = Vec("i", 8, 64), Vec("i", 32, 16), Vec("f", 32, 16)
+_V64I8, _V16I32, _V16F = I8x64.llvm_type(), I32x16.llvm_type(), F32x16.llvm_type()
+
+
+def wide_vnni(features: str) -> bool:
+    """Whether a feature string ("+avx2,+avx512vnni,...") has what the wide kernel needs."""
+    return {"+avx512f", "+avx512bw", "+avx512vnni"} <= set(features.split(","))
+
+
+@functools.cache
+def has_wide_vnni() -> bool:
+    """This process's Numba compiles for a CPU with AVX-512 VNNI (Numba's own target, so that
+    NUMBA_CPU_NAME / NUMBA_CPU_FEATURES choose the kernel as they choose the code)."""
+    from numba.core.registry import cpu_target
+    return wide_vnni(getattr(cpu_target.target_context.codegen(), "_tm_features", "") or "")
+
+
+load_i8x64 = _loader(1, I8x64)  # 64 bytes of a uint8 or int8 array
+load_i32x16 = _loader(4, I32x16)
+load_f32x16 = _loader(4, F32x16)
+
+
+@intrinsic
+def load_f16x8_twice(typingctx, arr, off):
+    """8 fp16 bit patterns (uint16 array) -> float32, repeated: lanes 0-7 and 8-15 both hold them."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 16
+            and isinstance(off, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from .simd import _data_ptr
+        raw = ir.VectorType(ir.IntType(16), 8)
+        v = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], raw), align=1)
+        f = builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), 8)), ir.VectorType(ir.FloatType(), 8))
+        return _shuffle(builder, f, f, list(range(8)) * 2)
+
+    return F32x16(arr, off), codegen
+
+
+def _fn2(emit, t1, t2, ret):
+    @intrinsic
+    def f(typingctx, a, b):
+        if (a, b) != (t1, t2):
+            return None
+        return ret(a, b), lambda context, builder, sig, args: emit(builder, *args)
+    return f
+
+
+def _fn1(emit, t1, ret):
+    @intrinsic
+    def f(typingctx, a):
+        if a != t1:
+            return None
+        return ret(a), lambda context, builder, sig, args: emit(builder, *args)
+    return f
+
+
+nib_lo64 = _fn1(lambda b, v: b.and_(v, _splat(_V64I8, 15)), I8x64, I8x64)  # low nibbles, 0..15
+nib_hi64 = _fn1(lambda b, v: b.lshr(v, _splat(_V64I8, 4)), I8x64, I8x64)  # high nibbles, 0..15
+sub_i32x16 = _fn2(lambda b, x, y: b.sub(x, y), I32x16, I32x16, I32x16)
+mul_f32x16 = _fn2(lambda b, x, y: b.fmul(x, y), F32x16, F32x16, F32x16)
+cvt_i32x16 = _fn1(lambda b, v: b.sitofp(v, _V16F), I32x16, F32x16)  # exact below 2**24
+
+
+@intrinsic
+def zero_i32x16(typingctx):
+    return I32x16(), lambda context, builder, sig, args: ir.Constant(_V16I32, None)
+
+
+@intrinsic
+def zero_f32x16(typingctx):
+    return F32x16(), lambda context, builder, sig, args: ir.Constant(_V16F, None)
+
+
+def emit_dpbusd512(builder, acc, u, s, wide: bool):
+    """IR for acc + (4-byte groups of u (unsigned) * s (signed), summed into 16 int32 lanes): ``vpdpbusd``
+    on zmm registers where the CPU has AVX-512 VNNI, else plain IR that is exact for any bytes (so the wide
+    kernels compile everywhere; they are only called where has_wide_vnni())."""
+    if wide:
+        bu, bs = builder.bitcast(u, _V16I32), builder.bitcast(s, _V16I32)
+        return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [acc, bu, bs])
+    v64 = ir.VectorType(ir.IntType(32), 64)
+    prod = builder.mul(builder.zext(u, v64), builder.sext(s, v64))
+    for k in range(4):
+        acc = builder.add(acc, _shuffle(builder, prod, prod, [4 * i + k for i in range(16)]))
+    return acc
+
+
+@intrinsic
+def dpbusd512(typingctx, acc, u, s):
+    """acc[i] + sum_{k<4} u[4i+k] (unsigned) * s[4i+k] (signed): 64 byte products into 16 int32 lanes."""
+    if (acc, u, s) != (I32x16, I8x64, I8x64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return emit_dpbusd512(builder, *args, wide_vnni(_features(context)))
+
+    return I32x16(acc, u, s), codegen
+
+
+@intrinsic
+def fma_f32x16(typingctx, a, b, c):
+    """a * b + c, fused (one rounding) where the CPU has FMA (every AVX-512 CPU), else multiply then add."""
+    if (a, b, c) != (F32x16, F32x16, F32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if "+fma" in _features(context).split(","):
+            return _call(builder, "llvm.fma.v16f32", _V16F, list(args))
+        return builder.fadd(builder.fmul(args[0], args[1]), args[2])
+
+    return F32x16(a, b, c), codegen
+
+
+@intrinsic
+def hsum_f32x16(typingctx, v):
+    """Sum of the 16 lanes (pairwise tree) as a float32."""
+    if v != F32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        for width in (8, 4, 2, 1):
+            v = builder.fadd(_shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width)))
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return types.float32(v), codegen

@@ -1,0 +1,126 @@
+"""The fused decode step (generation/fused.py) against the readable path it twins (model/ + generation/loop.py).
+
+A tiny model whose layers mix Q4_0 and Q4_1 (rows of 96 and 160: 3 and 5 blocks, so every matmul has a
+tail), grouped-query heads and a window of 6, prefilled with 5 tokens and then decoded for 17 more: the
+rolling cache wraps twice. Tolerances, as everywhere (docs/conventions.md): the float64 computation is the
+truth, and the fused step must be within F32_K x the readable float32 path's own distance from it.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import mistral_np
+from mistral_np.checkpoints.fetch import fetch_smollm2
+from mistral_np.generation.fused import fused_decoder
+from mistral_np.generation.loop import decode_params
+from mistral_np.model.forward import hidden_states
+from mistral_np.model.kv_cache import KVCache
+from mistral_np.model.params import map_weights
+from mistral_np.quant import QuantTensor, quantize
+from tools.builders import random_model, tiny_config_np
+
+from conftest import ROOT, f32_bound
+
+PROMPT, STEPS = 5, 17
+
+
+@pytest.fixture(scope="module")
+def models():
+    cfg = tiny_config_np(vocab_size=60, hidden_size=96, intermediate_size=160, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=24, sliding_window=6)
+    base = random_model(cfg, np.float32, seed=3)
+    kinds = ["Q4_0", "Q4_1", "Q4_0"]
+    layers = [type(layer)(**{f: (quantize(getattr(layer, f), kinds[i]) if getattr(layer, f).ndim == 2
+                                 else getattr(layer, f)) for f in layer.__dataclass_fields__})
+              for i, layer in enumerate(base.params.layers)]
+    params = type(base.params)(base.params.embed_tokens, layers, base.params.norm, base.params.lm_head)
+    model = mistral_np.api.Model(cfg, params, dtype=np.float32, source="random")
+    truth = map_weights(params, lambda w: w.dequantize(np.float64) if isinstance(w, QuantTensor)
+                        else np.asarray(w, dtype=np.float64))
+    ids = np.random.default_rng(4).integers(0, cfg.vocab_size, PROMPT + STEPS)
+    r = hidden_states(truth, cfg, ids, dtype=np.float64)[PROMPT:]              # (STEPS, D), no cache
+    return model, ids, r
+
+
+def run(model, ids, activations, fused, prompt_len=PROMPT):
+    """Prefill prompt_len tokens on the readable path, then one step per token; -> hidden states, cache."""
+    cfg = model.config
+    cache = KVCache(cfg, max_len=len(ids), dtype=np.float32)
+    weights = decode_params(model.params, activations)
+    hidden_states(weights, cfg, ids[:prompt_len], dtype=np.float32, cache=cache)
+    dec = fused_decoder(weights, cfg, activations) if fused else None
+    out = []
+    for t in ids[prompt_len:]:
+        one = np.array([t])
+        out.append(dec.hidden_state(weights, one, cache) if fused
+                   else hidden_states(weights, cfg, one, dtype=np.float32, cache=cache))
+    return np.concatenate(out), cache
+
+
+def test_float_activations_are_as_close_to_float64_as_the_readable_path(models):
+    model, ids, truth = models
+    readable, cache_r = run(model, ids, "float", fused=False)
+    fused, cache_f = run(model, ids, "float", fused=True)
+    bound = f32_bound(readable, truth)
+    assert np.abs(fused - truth).max() <= bound, (np.abs(fused - truth).max(), bound)
+    assert np.array_equal(cache_f.slot_pos, cache_r.slot_pos) and np.array_equal(cache_f.seen, cache_r.seen)
+    assert cache_f.next_position == PROMPT + STEPS
+    np.testing.assert_allclose(cache_f.k, cache_r.k, rtol=0, atol=f32_bound(cache_r.k, cache_r.k) + 1e-5 * np.abs(cache_r.k).max())
+
+
+def test_int8_activations_are_as_close_to_float64_as_the_readable_int8_path(models):
+    """The int8 variant runs the same integer kernels; only the norms' and attention's float32 sums differ,
+    which can move an activation across a rounding step. It must stay within twice the readable int8 path's
+    own distance from the float64 truth (and not be the float path)."""
+    model, ids, truth = models
+    readable, _ = run(model, ids, "int8", fused=False)
+    fused, _ = run(model, ids, "int8", fused=True)
+    dist = np.abs(readable - truth).max()
+    assert np.abs(fused - truth).max() <= 2 * dist, (np.abs(fused - truth).max(), dist)
+    assert not np.allclose(fused, run(model, ids, "float", fused=True)[0], rtol=0, atol=1e-6)
+
+
+def test_generation_uses_it_and_gives_the_same_tokens(models):
+    model, ids, _ = models
+    kw = dict(max_new_tokens=20, stop_ids=(), decode_activations="float", prompt_activations="float")
+    assert list(model.generate_ids(ids[:PROMPT], fused_decode=True, **kw)) == \
+        list(model.generate_ids(ids[:PROMPT], fused_decode=False, **kw))
+
+
+def test_other_weights_keep_the_readable_path(models):
+    model, _, _ = models
+    cfg = model.config
+    assert fused_decoder(decode_params(model.params, "int8"), cfg, "int8") is not None
+    floats = map_weights(model.params, lambda w: w.dequantize() if isinstance(w, QuantTensor) else w)
+    assert fused_decoder(floats, cfg, "int8") is None
+    q8 = map_weights(floats, lambda w: quantize(w, "Q8_0") if w.ndim == 2 and w.shape[0] != cfg.vocab_size else w)
+    assert fused_decoder(q8, cfg, "int8") is None
+    assert fused_decoder(model.params, cfg, "int8", dtype=np.float64) is None
+
+
+def test_smollm2_against_the_readable_path():
+    """The real model (30 Q4_1 layers, no window). Float decode: the same 32 greedy tokens. int8 decode: two
+    int8 runs whose inputs differ in the last bits differ by int8 rounding noise (an activation that crosses
+    a rounding step moves the next layers' steps too), so greedy tokens may part at a near tie; on the float
+    path's tokens (teacher forcing) the fused int8 logits must be as close to the float logits as the
+    readable int8 ones (within 2x) and pick the same tokens as often."""
+    model = mistral_np.load_model(fetch_smollm2(os.path.join(ROOT, "weights")))
+    prompt = model.tokenizer.encode("The three primary colors are", bos=True)
+    kw = dict(max_new_tokens=32, stop_ids=(), decode_activations="float", prompt_activations="float")
+    tokens = list(model.generate_ids(prompt, fused_decode=True, **kw))
+    assert tokens == list(model.generate_ids(prompt, fused_decode=False, **kw))
+
+    seq = np.array(prompt + tokens)
+
+    def logits(act, fused):
+        model_ = type("M", (), {"params": model.params, "config": model.config})
+        out, _ = run(model_, seq, act, fused, prompt_len=len(prompt))
+        return out @ model.params.lm_head.dequantize().T
+
+    exact = logits("float", False)
+    readable, fused = logits("int8", False), logits("int8", True)
+    assert np.abs(fused - exact).max() <= 2 * np.abs(readable - exact).max()
+    agree = lambda z: np.mean(z.argmax(1) == exact.argmax(1))  # noqa: E731
+    assert agree(fused) >= agree(readable) - 2 / len(tokens)
