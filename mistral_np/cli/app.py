@@ -31,6 +31,7 @@ from .common import apply_threads
 
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint_commands import add_checkpoint_commands
+    from .corpus import add_corpus_commands
     from .embed import add_embed_commands
     from .generate import add_generate_commands
     from .golden import add_golden_commands
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_commands(sub)
     add_generate_commands(sub)
     add_embed_commands(sub)
+    add_corpus_commands(sub)
     add_golden_commands(sub)
     add_trace_commands(sub)
     add_exercise_commands(sub)

@@ -15,11 +15,20 @@ never doubled.  Mean-pooling sentence-transformers folders get what sentence-tra
 the specials of the folder's tokenizer.json post-processor (or BOS alone for a sentencepiece-only folder).
 
 Truncation keeps the specials: a text longer than ``max_length`` loses its *end*, and the EOS stays last.
+It is reported, never silent: ``encode`` warns (``TruncationWarning``, with the count), and
+``encode(..., return_info=True)`` returns which texts lost tokens (``EncodeInfo``) instead of warning.
 
 Padding never changes a result, by construction: each sequence runs through the backbone alone, at its own
-length.  Texts are sorted by length and grouped in batches of ``batch_size`` only for the pooling step
-(pooling.py, over a padded (B, T, D) array and its mask, exactly as sentence-transformers pools) and for the
-progress bar; the output rows come back in input order.
+length.  Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a
+padded (B, T, D) array and its mask, exactly as sentence-transformers pools) and for the progress bar; the
+output rows come back in input order.  A batch holds at most ``batch_size`` texts and, with
+``max_batch_tokens``, at most that many padded tokens (B x its longest sequence: what the (B, T, D) array
+costs), as TEI's ``--max-batch-tokens`` bounds a batch; a text longer than the budget is a batch of its own.
+
+``dimensions=K`` keeps the first K components of each pooled vector and L2-normalizes the result (when the
+recipe normalizes), as Matryoshka-trained models are used (OpenAI's and TEI's ``dimensions``).  The
+e5/SFR/Linq models were not trained for it: for them a shorter vector is a lossy approximation whose
+similarities drift from the full vector's; measure retrieval quality before relying on it.
 
 Checked against: sentence-transformers 6.2 on tiny random Mistral backbones (tests/test_embed.py).
 next: pooling.py.
@@ -29,6 +38,8 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,7 +48,26 @@ from ..model.forward import hidden_states
 from .pooling import POOLING, l2_normalize, pad_batch
 from .presets import PRESETS, TASKS, EmbedConfig, get_preset, preset_for_name, read_st_folder
 
-__all__ = ["load_embedder", "Embedder", "EmbedConfig", "PRESETS", "TASKS"]
+__all__ = ["load_embedder", "Embedder", "EmbedConfig", "EncodeInfo", "TruncationWarning", "PRESETS", "TASKS"]
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than ``max_length`` tokens and lost their end (``Embedder.encode``)."""
+
+
+@dataclass(frozen=True)
+class EncodeInfo:
+    """What ``encode(..., return_info=True)`` reports beside the vectors, row i for texts[i]."""
+    tokens: np.ndarray        # (N,) int64: ids fed to the backbone (prompt and special tokens included)
+    truncated: np.ndarray     # (N,) bool: the text was longer than max_length allows and lost its end
+
+    @property
+    def n_truncated(self) -> int:
+        return int(self.truncated.sum())
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.tokens.sum())
 
 
 class Embedder:
@@ -90,6 +120,11 @@ class Embedder:
 
     def token_ids(self, text: str, prompt: str = "") -> tuple[list[int], int]:
         """(the ids fed to the backbone, how many leading ids belong to the prompt and its specials)."""
+        ids, n_prompt, _ = self._token_ids(text, prompt)
+        return ids, n_prompt
+
+    def _token_ids(self, text: str, prompt: str) -> tuple[list[int], int, bool]:
+        """token_ids plus whether the text was cut to fit ``max_length``."""
         if self.max_length < len(self.prefix_ids) + len(self.suffix_ids) + 1:
             raise InvalidArgumentError(f"max_length {self.max_length} leaves no room for text between the special tokens")
         content = self.tokenizer.encode(prompt + text)
@@ -97,40 +132,52 @@ class Embedder:
         ids = self.prefix_ids + content[:room] + self.suffix_ids
         # sentence-transformers measures the prompt alone, minus a trailing special token (include_prompt=False)
         n_prompt = len(self.prefix_ids) + len(self.tokenizer.encode(prompt)) if prompt else 0
-        return ids, n_prompt
+        return ids, n_prompt, len(content) > room
 
     # -- ids -> vectors ---------------------------------------------------------------------------------------
-    def encode(self, texts, instruction: str | None = None, prompt_name: str | None = None, batch_size: int = 8,
-               normalize: bool = True, show_progress: bool | None = None) -> np.ndarray:
-        """Texts -> float32 array (N, D), row i for texts[i].
+    def encode(self, texts, instruction: str | None = None, prompt_name: str | None = None,
+               batch_size: int | None = 8, normalize: bool = True, show_progress: bool | None = None,
+               max_batch_tokens: int | None = None, dimensions: int | None = None, return_info: bool = False):
+        """Texts -> float32 array (N, D), row i for texts[i]; (N, K) with ``dimensions=K``.
 
         A single string is treated as a list of one (result (1, D)); an empty list gives a (0, D) array.
         An empty string is a valid text (its vector is that of the prompt and specials alone).
         ``normalize=False`` skips the L2 step even when the recipe has it (e5's classification setting).
+        ``batch_size``: texts per batch (``None``: no count limit, only with ``max_batch_tokens``);
+        ``max_batch_tokens``: padded tokens per batch (B x longest); neither changes a vector.
+        ``dimensions=K``: the first K components, re-normalized (lossy for models not trained for it).
+        Texts longer than ``max_length`` are cut and reported: a ``TruncationWarning``, or, with
+        ``return_info=True``, the result is ``(vectors, EncodeInfo)`` (tokens fed and truncation per text).
         """
         texts = _check_texts(texts)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_budget(batch_size, max_batch_tokens)
+        width = self.dim if dimensions is None else _check_dimensions(dimensions, self.dim)
         prompt = self.prompt(instruction, prompt_name)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        seqs = [self.token_ids(t, prompt) for t in texts]
+        out = np.zeros((len(texts), width), dtype=np.float32)
+        seqs = [self._token_ids(t, prompt) for t in texts]
+        info = EncodeInfo(tokens=np.array([len(s[0]) for s in seqs], dtype=np.int64),
+                          truncated=np.array([s[2] for s in seqs], dtype=bool))
         order = sorted(range(len(texts)), key=lambda i: -len(seqs[i][0]))   # longest first, as ST does
         show = (len(texts) > 64 and sys.stderr.isatty()) if show_progress is None else bool(show_progress)
-        bar = _progress(len(texts), show)
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+        bar = _progress(len(texts), show) if texts else _NoBar()
+        for batch in _batches(order, info.tokens, batch_size, max_batch_tokens):
             rows = [self._hidden(seqs[i][0]) for i in batch]                  # [(T_b, D)]
             h, mask = pad_batch(rows, self.padding_side)                       # (B, T, D), (B, T)
             if not self.config.include_prompt:
                 mask = _drop_prompt(mask, [seqs[i][1] for i in batch], self.padding_side)
             v = POOLING[self.config.pooling](h, mask)                          # (B, T, D) -> (B, D)
+            v = v[:, :width]                                                   # (B, D) -> (B, K)
             if normalize and self.config.normalize:
                 v = l2_normalize(v)
             out[batch] = v
             bar.update(len(batch))
         bar.close()
+        if return_info:
+            return out, info
+        if info.n_truncated:
+            warnings.warn(TruncationWarning(
+                f"{info.n_truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens and "
+                "lost their end (encode(..., return_info=True) says which)"), stacklevel=2)
         return out
 
     def _hidden(self, ids: list[int]) -> np.ndarray:
@@ -149,6 +196,37 @@ def _check_texts(texts) -> list[str]:
         if not isinstance(t, str):
             raise ArgumentTypeError(f"texts[{i}] is a {type(t).__name__}, not a string")
     return texts
+
+
+def _check_budget(batch_size, max_batch_tokens) -> None:
+    if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool)
+                                         or max_batch_tokens < 1):
+        raise InvalidArgumentError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}")
+    if batch_size is None and max_batch_tokens is None:
+        raise InvalidArgumentError("batch_size=None needs max_batch_tokens (some limit on a batch)")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _check_dimensions(dimensions, dim: int) -> int:
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= dim:
+        raise InvalidArgumentError(f"dimensions must be an integer from 1 to the model's {dim}, got {dimensions!r}")
+    return dimensions
+
+
+def _batches(order: list[int], tokens: np.ndarray, batch_size: int | None, max_batch_tokens: int | None):
+    """Cut ``order`` (longest first) into batches of at most batch_size texts and max_batch_tokens padded
+    tokens; the first text of a batch is its longest, so a batch of B costs B x tokens[first].
+    Example: tokens 9, 5, 5, 2, 2, budget 10 -> [9], [5, 5], [2, 2]."""
+    batch: list[int] = []
+    for i in order:
+        if batch and ((batch_size is not None and len(batch) == batch_size) or
+                      (max_batch_tokens is not None and (len(batch) + 1) * int(tokens[batch[0]]) > max_batch_tokens)):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def _drop_prompt(mask: np.ndarray, n_prompt: list[int], side: str) -> np.ndarray:
