@@ -13,8 +13,9 @@ import pytest
 
 from mistral_np.errors import InvalidArgumentError
 from mistral_np.generation import generate_ids, pick_token
-from mistral_np.generation.batch import (BatchDecoder, can_rewind, chunk_end, loop_activations, prefill_chunk, rewind,
+from mistral_np.generation.batch import (BatchDecoder, can_rewind, chunk_end, loop_defaults, prefill_chunk, rewind,
                                          rows_agree)
+from mistral_np.generation.fused import fused_decoder
 from mistral_np.generation.loop import decode_params
 from mistral_np.model.forward import hidden_states
 from mistral_np.model.kv_cache import KVCache
@@ -35,9 +36,13 @@ def tiny(kind):
     return model
 
 
-def single_step(model, weights, cache, ids):
+def single_step(model, weights, cache, ids, fused=None):
     """generation/loop.py's step, as it is written there."""
-    h = hidden_states(weights, model.config, np.asarray(ids, dtype=np.int64), None, model.dtype, cache)
+    ids = np.asarray(ids, dtype=np.int64)
+    if fused is not None:
+        h = fused.hidden_state(weights, ids, cache)
+    else:
+        h = hidden_states(weights, model.config, ids, None, model.dtype, cache)
     return linear(h[-1:], weights.lm_head)[0]
 
 
@@ -47,8 +52,10 @@ def test_chunk_end_is_fixed_by_absolute_position():
     assert chunk_end(0, 3, 4) == 3
 
 
-@pytest.mark.parametrize("kind,activations", [("float", "int8"), ("q4_0", "int8"), ("q4_0", "float")])
-def test_batched_rows_equal_the_single_sequence_loop(kind, activations):
+@pytest.mark.parametrize("kind,activations,fused", [("float", "int8", True), ("q4_0", "int8", True),
+                                                    ("q4_0", "int8", False), ("q4_0", "float", True)])
+def test_batched_rows_equal_the_single_sequence_loop(kind, activations, fused):
+    """fused: loop.py's compiled one-token step for Q4 layers (generation/fused.py), or the readable path."""
     model = tiny(kind)
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 96, n).tolist() for n in (3, 9, 14, 25)]          # 14, 25 > window 6
@@ -56,9 +63,11 @@ def test_batched_rows_equal_the_single_sequence_loop(kind, activations):
                 dict(temperature=1.1, top_p=0.8, seed=1)]
     steps, joins = 12, [0, 0, 3, 5]                                              # two join late, one leaves early
     stops = [steps, 7, steps, steps]
-    dec = BatchDecoder(model, activations, max_rows=4)
+    dec = BatchDecoder(model, activations, max_rows=4, fused=fused)
     weights = decode_params(model.params, activations)
-    prompt_weights = decode_params(model.params, loop_activations()[0])          # what generate_ids uses
+    one = fused_decoder(weights, model.config, activations) if fused else None
+    assert (dec.fused is not None) == (one is not None) == (fused and kind == "q4_0")
+    prompt_weights = decode_params(model.params, loop_defaults()["prompt_activations"])   # what generate_ids uses
     caches = [KVCache(model.config, max_len=64) for _ in prompts]
     refs = [KVCache(model.config, max_len=64) for _ in prompts]
     rngs = [np.random.default_rng(s.get("seed")) for s in settings]
@@ -78,13 +87,13 @@ def test_batched_rows_equal_the_single_sequence_loop(kind, activations):
             continue
         logits = dec.step([caches[b] for b in rows], [pending[b] for b in rows])            # (B, V)
         for b, row in zip(rows, logits):
-            ref = single_step(model, weights, refs[b], [pending[b]])
+            ref = single_step(model, weights, refs[b], [pending[b]], one)
             assert np.array_equal(row, ref), f"sequence {b}, step {len(out[b])}: batched row != single step"
             pending[b] = _pick(row, settings[b], rngs[b])
             out[b].append(pending[b])
     for b, p in enumerate(prompts):
         expected = list(generate_ids(model, p, max_new_tokens=stops[b], stop_ids=(), chunk_size=CHUNK,
-                                     decode_activations=activations, **settings[b]))
+                                     decode_activations=activations, fused_decode=fused, **settings[b]))
         assert out[b][:stops[b]] == expected, f"sequence {b}"
 
 

@@ -28,13 +28,13 @@ def path():
 
 @pytest.fixture(scope="module")
 def server(path):
-    with mistral_np_server(path, "--slots", "4", "--prefill-chunk", str(CHUNK), "--ctx", "1024") as s:
+    with mistral_np_server(path, "--slots", "4", "--prefill-chunk", str(CHUNK), "--ctx", "1024", "-t", "1") as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,24 @@
 """Serving benchmark: aggregate generated tokens/s with 1, 2 and 4 concurrent streams, ours and llama.cpp's.
 
-Both servers run the same GGUF bytes (tools/export_gguf.py makes the GGUF from our quantized folder), each in its
-own process, one after the other in the same run, with the same clients: C concurrent streams
-(``/v1/completions``, ``stream: true``), each a different text prompt of about P tokens and G greedy tokens,
-EOS banned by ``logit_bias`` so every stream generates exactly G tokens. Aggregate tokens/s = C x G / wall time
-from sending the requests to the last token (prefill included); the table also gives the median time to first
-token and each run's median inter-token gap.
+Both servers run the same Q4_0 bytes (ours the quantized folder, llama.cpp the GGUF tools/export_gguf.py writes
+from it), each in its own process, one after the other in the same run, with the same clients: C concurrent
+streams (``/v1/completions``, ``stream: true``), each a different text prompt of P words and G greedy tokens,
+EOS banned by ``logit_bias`` so every stream generates exactly G tokens (counted from the usage chunk).
+Aggregate tokens/s = generated tokens / wall time from sending the requests to the last token (prefill
+included); the table also gives the median time to first token and the median gap between tokens.
 
     python -m tools.bench_serve --ours /work/bench/m7b-q4_0 --gguf /work/bench/m7b-q4_0.gguf \
         [--clients 1 2 4] [--prompt 16] [--gen 32] [--runs 2] [--threads 2]
+    python -m tools.bench_serve --steps /work/bench/m7b-q4_0 [--clients 1 2 4]
+
+``--steps`` times the batched decode step itself, in this process (generation/batch.py, no HTTP): the fastest of
+10 steps for B rows, as the server runs it (loop.py's decode step for each row: today the fused one for Q4
+models) and on the readable path with one matmul for all rows, so a busy machine moves it less than the
+end-to-end figures.
 
 llama-cpp-python's server (``python -m llama_cpp.server``, the ``bench`` extra) handles one request at a time,
-so its concurrent streams queue. ``ServerProcess`` (start a server as a subprocess on a free port, wait until it
+so its concurrent streams queue (with ``--interrupt_requests False``; by default a new request cuts the
+running stream short). ``ServerProcess`` (start a server as a subprocess on a free port, wait until it
 answers, always stop it) is also what the server tests use.
 """
 
@@ -116,7 +123,8 @@ def free_port() -> int:
 def llama_cpp_server(gguf: str, threads: int, ctx: int) -> ServerProcess:
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads)]
+           "--n_ctx", str(ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+           "--interrupt_requests", "False"]               # its default: a new request cuts the running stream short
     return ServerProcess(cmd, port=port, health_path="/v1/models", start_timeout=600)
 
 
@@ -126,22 +134,28 @@ def prompt_text(i: int, words: int) -> str:
 
 
 def one_stream(url: str, prompt: str, gen: int, eos: int, out: dict) -> None:
+    """One streamed completion; ``out``: the arrival time of each token's chunk, and the tokens counted (the usage
+    chunk if the server sends one, else the chunks before the final one)."""
     body = json.dumps({"model": "m", "prompt": prompt, "max_tokens": gen, "temperature": 0, "stream": True,
-                       "logit_bias": {str(eos): -100}}).encode()
+                       "stream_options": {"include_usage": True}, "logit_bias": {str(eos): -100}}).encode()
     req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
-    stamps = []
+    stamps, used = [], None
     with urllib.request.urlopen(req, timeout=3600) as r:
         for line in r:
             if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
                 chunk = json.loads(line[6:])
-                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                if chunk.get("usage"):
+                    used = chunk["usage"]["completion_tokens"]
+                if chunk.get("choices") and chunk["choices"][0].get("finish_reason") is None:
                     stamps.append(time.perf_counter())
-    out["stamps"] = stamps
+    out["stamps"], out["tokens"] = stamps, used if used is not None else len(stamps)
 
 
-def measure(url: str, clients: int, prompt_words: int, gen: int, eos: int) -> dict:
+def measure(url: str, clients: int, prompt_words: int, gen: int, eos: int, run: int = 0) -> dict:
+    """``clients`` streams at once, each with a prompt no earlier request had (no server can reuse a cache)."""
     results = [{} for _ in range(clients)]
-    threads = [threading.Thread(target=one_stream, args=(url, prompt_text(i, prompt_words), gen, eos, results[i]))
+    prompts = [f"{run} {clients} {i} " + prompt_text(i + run, prompt_words) for i in range(clients)]
+    threads = [threading.Thread(target=one_stream, args=(url, prompts[i], gen, eos, results[i]))
                for i in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
@@ -149,10 +163,12 @@ def measure(url: str, clients: int, prompt_words: int, gen: int, eos: int) -> di
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    pieces = sum(len(r["stamps"]) for r in results)
+    tokens = sum(r["tokens"] for r in results)
+    if tokens != clients * gen:
+        print(f"warning: {tokens} tokens generated, {clients * gen} asked", file=sys.stderr)
     gaps = [b - a for r in results for a, b in zip(r["stamps"], r["stamps"][1:])]
-    return {"clients": clients, "tokens": clients * gen, "pieces": pieces, "wall_s": wall,
-            "tok_s": clients * gen / wall, "ttft_s": statistics.median(r["stamps"][0] - t0 for r in results),
+    return {"clients": clients, "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
+            "ttft_s": statistics.median(r["stamps"][0] - t0 for r in results),
             "gap_s": statistics.median(gaps) if gaps else float("nan")}
 
 
@@ -161,7 +177,7 @@ def run_server(server: ServerProcess, name: str, args, eos: int) -> list[dict]:
     with server as s:
         one_stream(s.url, prompt_text(99, args.prompt), 2, eos, {})              # warm-up
         for c in args.clients:
-            runs = [measure(s.url, c, args.prompt, args.gen, eos) for _ in range(args.runs)]
+            runs = [measure(s.url, c, args.prompt, args.gen, eos, run) for run in range(args.runs)]
             best = max(runs, key=lambda r: r["tok_s"])
             best.update(server=name, runs=[round(r["tok_s"], 2) for r in runs])
             rows.append(best)
@@ -169,9 +185,39 @@ def run_server(server: ServerProcess, name: str, args, eos: int) -> list[dict]:
     return rows
 
 
+def time_steps(path: str, clients: list[int], threads: int, reps: int = 10) -> None:
+    import numba
+    import numpy as np
+    import mistral_np
+    from mistral_np.generation.batch import BatchDecoder, prefill_chunk
+    from mistral_np.model.kv_cache import KVCache
+    numba.set_num_threads(threads)
+    model = mistral_np.load_model(path)
+    print("| rows B | step | fastest step ms | aggregate tok/s | x B = 1 |")
+    print("|---|---|---|---|---|")
+    base = None
+    for name, stacking, fused in (("as loop.py, a row at a time", "auto", None),
+                                  ("readable path, a row at a time", "never", False),
+                                  ("readable path, one matmul for all rows", "always", False)):
+        dec = BatchDecoder(model, max_rows=max(clients), stacking=stacking, fused=fused)
+        for b in clients:
+            caches = [KVCache(model.config, max_len=256) for _ in range(b)]
+            for c in caches:
+                prefill_chunk(model, c, np.arange(1, 17), 128)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                dec.step(caches, [5] * b)
+                times.append(time.perf_counter() - t0)
+            best = min(times[1:])
+            base = base or best
+            print(f"| {b} | {name} | {best * 1e3:.1f} | {b / best:.1f} | {b / best * base:.2f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ours", required=True, help="our quantized folder (or GGUF)")
+    ap.add_argument("--steps", default=None, help="time the batched decode step of this model in-process, then stop")
+    ap.add_argument("--ours", default=None, help="our quantized folder (or GGUF)")
     ap.add_argument("--gguf", default=None, help="the same weights as GGUF for llama.cpp (omit to skip it)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--prompt", type=int, default=16, help="words per prompt")
@@ -181,6 +227,10 @@ def main():
     ap.add_argument("--eos", type=int, default=2, help="the EOS id to ban")
     ap.add_argument("--serve-args", default="", help="extra arguments for mistral-np serve")
     args = ap.parse_args()
+    if args.steps:
+        return time_steps(args.steps, args.clients, args.threads)
+    if not args.ours:
+        ap.error("give --ours (or --steps)")
     slots = str(max(args.clients))
     ours = mistral_np_server(args.ours, "--slots", slots, "--ctx", "512", "-t", str(args.threads),
                              *args.serve_args.split(), start_timeout=900)

@@ -5,7 +5,7 @@ What it computes
                                                           once the prompt is complete
     ``BatchDecoder(model).step(caches, tokens)``          one new token for each of B sequences -> logits (B, V)
     ``rewind(cache, n)``                                  forget positions >= n (``can_rewind``: when that is exact)
-    ``loop_activations()``                                the (prompt, decode) activations loop.py uses by default
+    ``loop_defaults()``                                   the activations and decode path loop.py uses by default
 
 This is generation/loop.py's arithmetic, rearranged so that a server can interleave many sequences; a server
 (mistral_np/serve/) owns the caches and the sampling.
@@ -29,15 +29,20 @@ The decode step advances B sequences together, each by one token, at its own pos
 with the model's own functions (model/rmsnorm.py, rope.py, gqa.py, mlp.py, ops.py, the cache's layer views).
 
 Which numbers. Each row gets exactly the bits the single-sequence loop gives (``loop.py`` with the same
-activations for the prompt and the decode steps, and ``chunk_size=chunk``): everything but the matmuls is row by row or element by element, and a weight is
-multiplied by all B rows in one call (one pass over the weight for all of them) only where that call is known
-to give, row for row, the bits of one-row calls. ``BatchDecoder`` finds out once per kind of weight (type,
-activations, shape) and row count by trying it on random rows (``rows_agree``); elsewhere it multiplies one
-row at a time. Today's kernels need that: NumPy's one-row product is a gemv and its several-row product a
-gemm, the quantized kernels use int8 (or float) gemv for one row and dequantized tiles with sgemm for more,
-and OpenBLAS's sgemm itself picks another micro-kernel from 4 rows on: all give other last bits. A kernel
-whose few-row products repeat its one-row arithmetic is used in one pass automatically. ``stacking="always"``
-forces one call (faster with such a kernel, no longer exact), ``"never"`` forbids it.
+activations for the prompt and the decode steps, the same ``fused_decode`` and ``chunk_size=chunk``):
+
+* where loop.py decodes with fused.py's compiled one-token step (every layer matrix Q4_0/Q4_1, float32), each
+  sequence goes through that very step, one after the other, and only the LM head sees all rows at once;
+* elsewhere the readable path above: everything but the matmuls row by row or element by element.
+
+Either way a weight is multiplied by all B rows in one call (one pass over the weight for all of them) only where
+that call is known to give, row for row, the bits of one-row calls. ``BatchDecoder`` finds out once per kind of
+weight (type, activations, shape) and row count by trying it on random rows (``rows_agree``); elsewhere it
+multiplies one row at a time. Today's kernels need that: NumPy's one-row product is a gemv and its several-row
+product a gemm, the quantized kernels use a gemv for one row and a prefill GEMM for more, and OpenBLAS's sgemm
+itself picks another micro-kernel from 4 rows on: all give other last bits. A kernel whose few-row products repeat
+its one-row arithmetic is used in one pass automatically (for the fused path: a few-token twin of fused.py's
+step). ``stacking="always"`` forces one call (faster with such a kernel, no longer exact), ``"never"`` forbids it.
 
 next: back to loop.py, or on to mistral_np/serve/ (the server built on this file).
 """
@@ -56,6 +61,7 @@ from ..model.mlp import swiglu_mlp
 from ..model.ops import linear, take_rows
 from ..model.rmsnorm import rms_norm
 from ..model.rope import apply_rope, positions as rotary_positions
+from .fused import fused_decoder
 from .loop import decode_params, generate_ids
 
 STACKING = ("auto", "always", "never")
@@ -84,13 +90,12 @@ def prefill_chunk(model, cache, ids: np.ndarray, chunk: int, weights=None) -> np
     return linear(h[-1:], weights.lm_head)[0]                                              # (1, D) -> (V,)
 
 
-def loop_activations() -> tuple[str, str]:
-    """(prompt, decode) activations of ``generate_ids``' defaults, so that a caller of this file computes what
-    ``model.generate`` computes unless told otherwise. A loop without a prompt setting runs prompts on the
-    weights as loaded: "float"."""
+def loop_defaults() -> dict:
+    """``generate_ids``' defaults for ``prompt_activations``, ``decode_activations`` and ``fused_decode``, read
+    from its signature, so that a caller of this file computes what ``model.generate`` computes unless told
+    otherwise, and keeps doing so when those defaults change."""
     params = inspect.signature(generate_ids).parameters
-    prompt = params["prompt_activations"].default if "prompt_activations" in params else "float"
-    return prompt, params["decode_activations"].default
+    return {name: params[name].default for name in ("prompt_activations", "decode_activations", "fused_decode")}
 
 
 def can_rewind(cache, n: int) -> bool:
@@ -148,9 +153,12 @@ class BatchDecoder:
     """The decode step for up to ``max_rows`` sequences, on ``decode_params(model.params, decode_activations)``.
 
     ``stacking``: "auto" (one call per weight where it gives the one-row bits, see the module docstring),
-    "always", "never". ``stacked_rows(name)`` reports the choice for a weight (e.g. "layers.0.q_proj", "lm_head")."""
+    "always", "never". ``fused``: use fused.py's one-token step where it applies (default: as loop.py).
+    ``stacked_rows(name)`` reports the choice for a weight (e.g. "layers.0.q_proj", "lm_head"); ``describe()``
+    sums it up in a line."""
 
-    def __init__(self, model, decode_activations: str = "int8", max_rows: int = 4, stacking: str = "auto"):
+    def __init__(self, model, decode_activations: str = "int8", max_rows: int = 4, stacking: str = "auto",
+                 fused: bool | None = None):
         if stacking not in STACKING:
             raise InvalidArgumentError(f"stacking must be one of {', '.join(STACKING)}, got {stacking!r}")
         if not isinstance(max_rows, int) or max_rows < 1:
@@ -158,11 +166,15 @@ class BatchDecoder:
         if model.params.lm_head is None:
             raise InvalidArgumentError("this checkpoint has no lm_head (an embedding model): it cannot generate")
         self.model, self.max_rows, self.stacking = model, max_rows, stacking
-        weights = decode_params(model.params, decode_activations)
+        self.weights = weights = decode_params(model.params, decode_activations)
+        fused = loop_defaults()["fused_decode"] if fused is None else fused
+        self.fused = fused_decoder(weights, model.config, decode_activations, model.dtype) if fused else None
         self._agree: dict[tuple, frozenset] = {}
         wrap = self._rowwise
-        self.layers = [replace(layer, **{f: wrap(getattr(layer, f)) for f in PROJECTIONS}) for layer in weights.layers]
-        self.embed_tokens, self.norm, self.lm_head = weights.embed_tokens, weights.norm, wrap(weights.lm_head)
+        self.lm_head = wrap(weights.lm_head)
+        self.embed_tokens, self.norm = weights.embed_tokens, weights.norm
+        self.layers = [] if self.fused is not None else \
+            [replace(layer, **{f: wrap(getattr(layer, f)) for f in PROJECTIONS}) for layer in weights.layers]
 
     def _rowwise(self, w) -> RowwiseWeight:
         rows = range(2, self.max_rows + 1)
@@ -175,11 +187,21 @@ class BatchDecoder:
         return RowwiseWeight(w, self._agree[key])
 
     def stacked_rows(self, name: str) -> frozenset:
-        """Row counts multiplied in one call for weight ``name`` ("lm_head" or "layers.{l}.{projection}")."""
+        """Row counts multiplied in one call for weight ``name`` ("lm_head" or "layers.{l}.{projection}"; the
+        layers of the fused path take one row at a time)."""
         if name == "lm_head":
             return self.lm_head.stacked
+        if self.fused is not None:
+            return frozenset()
         _, l, f = name.split(".")
         return getattr(self.layers[int(l)], f).stacked
+
+    def describe(self) -> str:
+        def rows(stacked):
+            return f"one pass for {sorted(stacked)} rows" if stacked else "one row at a time"
+        layers = "fused one-token step per row (generation/fused.py)" if self.fused is not None else \
+            f"layers {rows(self.stacked_rows('layers.0.gate_proj'))}"
+        return f"{layers}, LM head {rows(self.lm_head.stacked)}"
 
     def step(self, caches: list, tokens) -> np.ndarray:
         """One new token per sequence: ``tokens[b]`` at ``caches[b].next_position``. -> logits (B, V)"""
@@ -188,6 +210,9 @@ class BatchDecoder:
             raise InvalidArgumentError(f"step takes 1..{self.max_rows} distinct caches, one token each; got "
                                        f"{len(caches)} caches and {B} tokens")
         ids = np.asarray(tokens, dtype=np.int64)
+        if self.fused is not None:                         # loop.py's step for each sequence, then the LM head
+            x = np.concatenate([self.fused.hidden_state(self.weights, ids[b:b + 1], c) for b, c in enumerate(caches)])
+            return linear(x, self.lm_head)                                        # (B, D) -> (B, V)
         pos = [rotary_positions(np.array([c.next_position], dtype=np.int64), cfg.head_dim, cfg.rope_theta, dtype)
                for c in caches]                                                   # B x ((1,), (1, Dh/2) x2)
         x = take_rows(self.embed_tokens, ids).astype(dtype, copy=False)           # (B,) -> (B, D)

@@ -25,7 +25,7 @@ from ..api import load_model
 from ..checkpoints import open_checkpoint
 from ..embeddings import load_embedder
 from ..errors import InvalidArgumentError, MistralNPError
-from ..generation.batch import loop_activations
+from ..generation.batch import loop_defaults
 
 DEFAULT_CTX = 4096
 log = logging.getLogger("mistral_np.serve")
@@ -95,8 +95,9 @@ def run(path, host: str = "127.0.0.1", port: int = 8080, slots: int = 4, max_que
     log.info("loading %s", path)
     model, embedder = load_for_serving(path, preset)
     ctx = context_size(model, ctx) if model is not None else None
-    default_prompt, default_decode = loop_activations()
-    prompt_activations, decode_activations = prompt_activations or default_prompt, decode_activations or default_decode
+    defaults = loop_defaults()
+    prompt_activations = prompt_activations or defaults["prompt_activations"]
+    decode_activations = decode_activations or defaults["decode_activations"]
     worker = Worker(model, embedder, slots=slots, max_queue=max_queue, ctx=ctx or 0, chunk=chunk,
                     prompt_activations=prompt_activations, decode_activations=decode_activations, stacking=stacking,
                     reuse=reuse, threads=threads)
@@ -123,9 +124,7 @@ def run(path, host: str = "127.0.0.1", port: int = 8080, slots: int = 4, max_que
 def _describe(worker, model, embedder, ctx, chunk, reuse, prompt_activations, decode_activations) -> None:
     if model is not None:
         cache_mb = sum(s.cache.nbytes for s in worker.slots) / 2**20
-        stacked = sorted(worker.decoder.stacked_rows("layers.0.gate_proj"))
-        rows = f"one pass over the weights for {stacked} rows" if stacked else \
-            "one row at a time (the kernels' several-row products differ in the last bits from one-row ones)"
+        rows = worker.decoder.describe()
         log.info("%d slots x %d positions (KV caches %.0f MiB), prefill chunks of %d, prefix reuse %s, activations: "
                  "%s (prompt) / %s (decode); decode step: %s", len(worker.slots), ctx, cache_mb, chunk,
                  "on" if reuse else "off", prompt_activations, decode_activations, rows)
