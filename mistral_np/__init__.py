@@ -19,6 +19,11 @@ docs/architecture.md maps each box of the model to a function.
 
 from __future__ import annotations
 
+from .threads import connect, cooperative_waiting
+
+cooperative_waiting()  # before NumPy's BLAS and Numba's OpenMP start, if they have not (threads.py)
+connect()  # the float maths' thread pool (model/parallel.py) takes the package's thread budget
+
 from .api import Model, load_model, load_tokenizer
 from .embeddings import Embedder, load_embedder
 from .errors import (ArgumentTypeError, ChatFormatError, CheckpointError, ConfigError, EmbedderConfigError,

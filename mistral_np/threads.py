@@ -1,8 +1,29 @@
-"""One thread budget for the libraries that compute: Numba's parallel kernels and NumPy's BLAS.
+"""One thread budget for everything that computes: Numba's parallel kernels and the float matmuls.
 
-``set_threads(n)`` (the command line's ``-t/--threads``) sets both, and ``OMP_NUM_THREADS`` for libraries that
-start later. The BLAS behind Numba's own ``np.dot`` (the quantized prefill tiles) is held to one thread by the
-kernels themselves (quant/fast/kernels.py): each Numba thread runs its own tile.
+``set_threads(n)`` (the command line's ``-t/--threads``; default: every core Numba sees) sets Numba's count,
+the size of the pool below, and ``OMP_NUM_THREADS`` for libraries that start later.
+
+Float matmuls run on the pool of model/parallel.py (tiles of the output handed out one at a time to ``n``
+Python threads, NumPy's BLAS single-threaded: see there why); ``connect()`` gives that pool this budget and
+sets NumPy's BLAS to one thread before the pool's first product. That setting is process-wide: a program
+that wants multi-threaded NumPy products of its own next to mistral_np can raise it again with threadpoolctl
+(mistral_np's matmuls do not depend on it). The BLAS behind Numba's own ``np.dot`` (the quantized prefill
+tiles) is held to one thread by the kernels themselves (quant/fast/kernels.py): each Numba thread runs its
+own tile.
+
+Waiting. Two thread pools share the cores: Numba's (OpenMP) and OpenBLAS's. Left to their defaults, both keep
+their threads spinning after the work is done, OpenBLAS for 2**28 cycles (~0.1 s) after every call: while
+Numba's kernels run, an idle OpenBLAS thread burns a core, and on a machine with other work each pool's
+spinning threads steal the cores the other pool (or the neighbours) needs. ``cooperative_waiting()`` sets
+the documented switches of both libraries, before they start, to wait briefly and then sleep:
+
+    OPENBLAS_THREAD_TIMEOUT=4   spin 2**4 cycles (the minimum OpenBLAS accepts), then sleep
+    GOMP_SPINCOUNT=20000        libgomp (Numba's OpenMP layer): spin ~20 us, then sleep; back-to-back kernels
+                                of one decode step still find their threads awake
+
+It only fills in variables the user has not set, and only reaches a library that has not started yet:
+``import mistral_np`` before NumPy does it for every pool; the command line always does. Measured in
+docs/performance.md ("Threads on a shared machine").
 """
 
 from __future__ import annotations
@@ -11,15 +32,46 @@ import os
 
 from .errors import InvalidArgumentError
 
+WAITING = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "20000"}
+
+
+def cooperative_waiting() -> dict[str, str]:
+    """Set WAITING's variables where the environment does not say otherwise; -> the ones set now."""
+    if "OMP_WAIT_POLICY" in os.environ:  # the user chose libgomp's waiting: leave GOMP_SPINCOUNT to it
+        todo = {k: v for k, v in WAITING.items() if k != "GOMP_SPINCOUNT"}
+    else:
+        todo = dict(WAITING)
+    done = {k: v for k, v in todo.items() if k not in os.environ}
+    os.environ.update(done)
+    return done
+
 
 def set_threads(n: int) -> int:
-    """Use ``n`` threads for Numba and BLAS from now on; returns the number Numba could take."""
+    """Use ``n`` threads for Numba and the float matmuls from now on; returns the number Numba could take."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise InvalidArgumentError(f"threads must be a positive integer, got {n!r}")
     import numba
-    from threadpoolctl import threadpool_limits
     os.environ["OMP_NUM_THREADS"] = str(n)
     taken = min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(taken)
-    threadpool_limits(limits=n, user_api="blas")
+    from .model import parallel
+    parallel.configure(n=n)
     return taken
+
+
+def connect() -> None:
+    """Give the float maths' pool (model/parallel.py) its budget and its BLAS setting (called by the package's
+    __init__, after cooperative_waiting)."""
+    from .model import parallel
+    parallel.configure(default=_numba_threads, before_start=_blas_single_threaded)
+
+
+def _numba_threads() -> int:
+    import numba
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def _blas_single_threaded() -> None:
+    """NumPy's BLAS on one thread: the pool's tiles are the threads (model/parallel.py). Process-wide."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1, user_api="blas")

@@ -6,12 +6,14 @@ token (repacks, JIT caches, llama.cpp's slower first call), then processes a pro
 token ids and generates G tokens greedily without stopping:
 
     python -m tools.bench compare --ours DIR_OR_GGUF --gguf FILE.gguf [--hf DIR | --hf-gguf FILE]
-                                  [--prompt 512] [--gen 128] [--runs 3] [--threads 2]
+                                  [--prompt 512] [--gen 128] [--runs 3] [--threads 2] [--background N]
     python -m tools.bench one {ours,llama,hf} MODEL --prompt 512 --gen 128     (one run, prints JSON)
     python -m tools.bench bandwidth                                            (memory read GB/s)
     python -m tools.bench agree MODEL.gguf TEXTFILE [--tokens 512]             (next-token agreement with llama.cpp)
 
-Results go to stdout as a Markdown table; docs/performance.md records them with the command.
+Results go to stdout as a Markdown table with the CPU and its vector features; docs/performance.md records
+them with the command. ``--background N`` runs N busy processes during every measurement (tools/benchenv.py):
+the shared-machine figures.
 """
 
 from __future__ import annotations
@@ -115,9 +117,13 @@ RUNNERS = {"ours": run_ours, "llama": run_llama, "hf": run_hf}
 
 
 def one_subprocess(kind, model, prompt, gen, threads) -> dict:
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-m", "tools.bench", "one", kind, model, "--prompt", str(prompt), "--gen", str(gen),
-                          "--threads", str(threads)], capture_output=True, text=True, env=env)
+    """One run in a fresh process with each library's own defaults. Ours imports mistral_np first, as its command
+    line does, so that its thread-waiting settings reach NumPy's BLAS too (mistral_np/threads.py)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    args = ["one", kind, model, "--prompt", str(prompt), "--gen", str(gen), "--threads", str(threads)]
+    first = "import mistral_np; " if kind == "ours" else ""
+    code = f"{first}import sys; sys.argv = ['bench'] + {args!r}; from tools.bench import main; main()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -172,17 +178,20 @@ def agree(model_path: str, text_file: str, n_tokens: int, threads: int) -> None:
 
 
 def compare(args) -> None:
+    from tools.benchenv import background_load, cpu_description
     peers = [("mistral_np", "ours", args.ours), ("llama.cpp", "llama", args.gguf)]
     if args.hf:
         peers.append(("transformers fp32", "hf", args.hf))
     results = {name: [] for name, _, _ in peers}
-    for r in range(args.runs):
-        for name, kind, model in peers:
-            res = one_subprocess(kind, model, args.prompt, args.gen, args.threads)
-            results[name].append(res)
-            print(f"run {r + 1} {name}: {res}", file=sys.stderr, flush=True)
-    print(f"\nprompt {args.prompt} tokens, {args.gen} generated, {args.threads} threads, median of {args.runs} runs; "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    with background_load(args.background):
+        for r in range(args.runs):
+            for name, kind, model in peers:
+                res = one_subprocess(kind, model, args.prompt, args.gen, args.threads)
+                results[name].append(res)
+                print(f"run {r + 1} {name}: {res}", file=sys.stderr, flush=True)
+        load = os.getloadavg()[0]
+    print(f"\n{cpu_description()}\nprompt {args.prompt} tokens, {args.gen} generated, {args.threads} threads, "
+          f"median of {args.runs} runs, {args.background} background processes; load average {load:.1f}\n")
     print("| | load s | prompt tok/s | generation tok/s | peak RSS GiB |\n|---|---|---|---|---|")
     med = {}
     for name, runs in results.items():
@@ -213,6 +222,7 @@ def main():
     c.add_argument("--gguf", required=True)
     c.add_argument("--hf")
     c.add_argument("--runs", type=int, default=3)
+    c.add_argument("--background", type=int, default=0, help="busy processes running during the measurements")
     b = sub.add_parser("bandwidth")
     b.add_argument("--threads", type=int, default=2)
     g = sub.add_parser("agree")

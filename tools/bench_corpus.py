@@ -59,6 +59,7 @@ def main():
     from mistral_np.corpus import embed_corpus, read_embeddings
     from tools.builders import build_backbone, build_st, load_st
     torch.set_num_threads(2)
+    load_before = os.getloadavg()[0]
     root = tempfile.mkdtemp(prefix="bench_corpus_")
     backbone = build_backbone(os.path.join(root, "bb"), hidden_size=DIM, intermediate_size=2048, num_hidden_layers=12,
                               num_attention_heads=12, num_key_value_heads=4, head_dim=64, sliding_window=4096)
@@ -68,7 +69,9 @@ def main():
     with open(one, "w") as f:
         f.write(json.dumps({"id": "p", "text": texts[0]}) + "\n")
     st_model = load_st(model)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # actors import this checkout's code
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": here}})
     configs = {"local 1x2": ("local", 2), "ray 2x1": ("ray", 1), "ray 1x2": ("ray", 2), "ST encode": (None, 2)}
     results = {k: [] for k in configs}
     vectors, overhead = {}, {}
@@ -97,7 +100,7 @@ def main():
     ours = vectors["local 1x2"]
     print(f"{len(texts)} texts, {results['local 1x2'][0][0]} tokens (at most {MAX_LEN} a text); model: hidden {DIM}, "
           f"12 layers, 12/4 heads, F 2048, vocab 32000, float32; CPU: {cpu_model()}; load average "
-          f"{os.getloadavg()[0]:.2f}")
+          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     for name in ("ray 2x1", "ray 1x2"):
         diff = float(np.abs(vectors[name] - ours).max())
         print(f"  {name} vs local 1x2: max |diff| {diff:.1e}" + (" (bit-identical)" if diff == 0 else ""))

@@ -85,6 +85,8 @@ def _common(p) -> None:
     g.add_argument("--instruction", help="task description; the text becomes 'Instruct: ...\\nQuery: TEXT'")
     g.add_argument("--prompt-name", help="a named prompt of the folder, or a task name from mistral_np.embeddings.TASKS")
     p.add_argument("--batch-size", type=int, default=8, help="texts pooled together")
+    p.add_argument("--activations", choices=["int8", "float"], default="int8",
+                   help="quantized models: int8 activations (fast) or float (exactly the forward pass)")
     add_threads_option(p)
 
 
@@ -126,7 +128,7 @@ def _jsonl(texts, vectors) -> str:
 
 def _embedder(args):
     from ..embeddings import load_embedder
-    return load_embedder(args.model, preset=args.preset)
+    return load_embedder(args.model, preset=args.preset, activations=args.activations)
 
 
 def cmd_embed(args) -> int:

@@ -74,11 +74,27 @@ class Embedder:
     """A backbone ``Model`` plus an ``EmbedConfig``.  ``max_length`` and ``padding_side`` may be changed
     (like sentence-transformers' ``max_seq_length`` and ``tokenizer.padding_side``)."""
 
-    def __init__(self, model, config: EmbedConfig, prefix_ids: list[int], suffix_ids: list[int]):
+    def __init__(self, model, config: EmbedConfig, prefix_ids: list[int], suffix_ids: list[int],
+                 activations: str = "int8"):
         self.model, self.config = model, config
         self.prefix_ids, self.suffix_ids = list(prefix_ids), list(suffix_ids)
         self.max_length = config.max_length
         self.padding_side = "right"
+        self.activations = activations
+
+    @property
+    def activations(self) -> str:
+        """Quantized backbones: "int8" (activations quantized to 8-bit blocks, integer dot products, the
+        default: 1.5-4x faster, cosine ~0.9995 to the float vectors on SmolLM2) or "float" (exact). Float
+        backbones ignore it. May be changed at any time."""
+        return self._activations
+
+    @activations.setter
+    def activations(self, mode: str) -> None:
+        from ..generation.loop import decode_params
+        if mode not in ("int8", "float"):
+            raise InvalidArgumentError(f"activations must be 'int8' or 'float', got {mode!r}")
+        self._activations, self._weights = mode, decode_params(self.model.params, mode)
 
     @property
     def dim(self) -> int:
@@ -183,7 +199,7 @@ class Embedder:
     def _hidden(self, ids: list[int]) -> np.ndarray:
         m = self.model
         ids = np.asarray(ids, dtype=np.int64)
-        return hidden_states(m.params, m.config, ids, np.arange(len(ids), dtype=np.int64), m.dtype)  # (T, D)
+        return hidden_states(self._weights, m.config, ids, np.arange(len(ids), dtype=np.int64), m.dtype)  # (T, D)
 
 
 def _check_texts(texts) -> list[str]:
@@ -251,8 +267,8 @@ def _progress(total: int, show: bool):
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_embedder(path, preset: str | None = None, dtype=np.float32) -> Embedder:
-    """Checkpoint folder (or file) -> Embedder.
+def load_embedder(path, preset: str | None = None, dtype=np.float32, activations: str = "int8") -> Embedder:
+    """Checkpoint folder (or file) -> Embedder.  ``activations`` as ``Embedder.activations`` (quantized weights).
 
     The recipe comes from ``preset=`` ("e5-mistral", "sfr-mistral", "linq-mistral") if given, else the
     sentence-transformers files, else the model's name (config.json ``_name_or_path``, else the folder name).
@@ -283,7 +299,7 @@ def load_embedder(path, preset: str | None = None, dtype=np.float32) -> Embedder
         prefix, suffix = [tok.bos_id], [tok.eos_id]
     else:
         prefix, suffix = _post_processor_specials(backbone if os.path.isdir(backbone) else folder, tok)
-    return Embedder(model, cfg, prefix, suffix)
+    return Embedder(model, cfg, prefix, suffix, activations)
 
 
 def _model_name(path: str) -> str:

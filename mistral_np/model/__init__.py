@@ -15,8 +15,8 @@ Read it in the order the data flows, each file's docstring pointing at the next:
     rmsnorm.py   RMSNorm
     ops.py       linear, take_rows, softmax, silu
 
-Side roads: trace.py (recording the intermediates by name) and gqa_blocked.py (the block-by-block twin of
-gqa.py used for long inputs). Checkpoint formats, tokenizers, generation and quantization live in the
+Side roads: trace.py (recording the intermediates by name), gqa_blocked.py (the block-by-block twin of
+gqa.py used for long inputs) and parallel.py (the threads that float products and query blocks run on). Checkpoint formats, tokenizers, generation and quantization live in the
 sibling packages and call into this one, never the other way round.
 """
 

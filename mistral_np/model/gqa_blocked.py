@@ -3,6 +3,7 @@
 Same inputs, same result (to float rounding; tests/test_attention.py compares them), two differences:
 
 * memory: a block of ``QUERY_BLOCK`` queries holds H x QUERY_BLOCK x S scores, never H x T x S;
+* threads: the blocks are independent, so they run side by side on the thread pool (parallel.py:run_all);
 * work: a block only looks at the keys it could see. Queries at positions p0..p1 see keys at positions
   p0 - W + 1 .. p1 (masks.py), so the keys outside that range are left out before the product. With a
   window of 4096 and a 32k-token prompt, each block reads 4096 + 256 keys instead of up to 32k.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .parallel import run_all
 from .gqa import grouped_query_attention
 
 QUERY_BLOCK = 256  # queries per block
@@ -25,7 +27,8 @@ QUERY_BLOCK = 256  # queries per block
 def grouped_query_attention_blocked(q, k, v, q_pos, k_pos, window, block=QUERY_BLOCK):
     """q (T, H, Dh), k/v (S, K, Dh), positions (T,), (S,) -> (T, H, Dh)."""
     out = np.empty_like(q)
-    for t0 in range(0, q.shape[0], block):
+
+    def one_block(t0):
         qp = q_pos[t0:t0 + block]
         seen = (k_pos >= 0) & (k_pos <= qp.max())
         if window is not None:
@@ -34,4 +37,6 @@ def grouped_query_attention_blocked(q, k, v, q_pos, k_pos, window, block=QUERY_B
         if len(idx) and idx[-1] - idx[0] + 1 == len(idx):      # a contiguous run: a view, no copy
             idx = slice(idx[0], idx[-1] + 1)
         out[t0:t0 + len(qp)] = grouped_query_attention(q[t0:t0 + block], k[idx], v[idx], qp, k_pos[idx], window)
+
+    run_all(one_block, range(0, q.shape[0], block))
     return out
