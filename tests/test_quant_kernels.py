@@ -293,11 +293,21 @@ def test_with_activations_selects_the_activations_for_every_row_count():
 # ---------------------------------------------------------------- int8 activations against their NumPy twin
 
 
+def test_the_wide_gemm_is_chosen_only_when_asked(monkeypatch):
+    monkeypatch.delenv(kernels.WIDE_GEMM, raising=False)
+    assert kernels.wide_gemm() is False
+    monkeypatch.setenv(kernels.WIDE_GEMM, "1")
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: False)
+    assert kernels.wide_gemm() is False
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: True)
+    assert kernels.wide_gemm() is True
+
+
 @pytest.fixture(params=["256-bit", "512-bit"])
 def gemm_width(request, monkeypatch):
     """Run the prompt GEMM at both widths on every CPU: the 512-bit kernel compiles to plain exact IR where
     the CPU lacks AVX-512 VNNI (slow, never chosen there, but the same numbers), the 256-bit one everywhere."""
-    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: request.param == "512-bit")
+    monkeypatch.setattr(kernels, "wide_gemm", lambda: request.param == "512-bit")
     return request.param
 
 

@@ -41,7 +41,7 @@ def _rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run_ours(model_path: str, prompt: int, gen: int, threads: int) -> dict:
+def run_ours(model_path: str, prompt: int, gen: int, threads: int, prompt_activations: str = "int8") -> dict:
     import numba
     numba.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
@@ -54,7 +54,7 @@ def run_ours(model_path: str, prompt: int, gen: int, threads: int) -> dict:
     load = time.perf_counter() - t0
     stats = GenerationStats()
     ids = _prompt(prompt, model.config.vocab_size)
-    list(generate_ids(model, ids, max_new_tokens=gen, stop_ids=[], stats=stats))
+    list(generate_ids(model, ids, max_new_tokens=gen, stop_ids=[], stats=stats, prompt_activations=prompt_activations))
     return {"load_s": load, "prefill_tok_s": stats.prompt_tokens_per_s, "decode_tok_s": stats.generated_tokens_per_s,
             "peak_rss_gib": _rss_gib()}
 
@@ -116,11 +116,13 @@ def hf_greedy_timed(model, ids: list[int], gen: int) -> tuple[float, float]:
 RUNNERS = {"ours": run_ours, "llama": run_llama, "hf": run_hf}
 
 
-def one_subprocess(kind, model, prompt, gen, threads) -> dict:
+def one_subprocess(kind, model, prompt, gen, threads, prompt_activations="int8") -> dict:
     """One run in a fresh process with each library's own defaults. Ours imports mistral_np first, as its command
     line does, so that its thread-waiting settings reach NumPy's BLAS too (mistral_np/threads.py)."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     args = ["one", kind, model, "--prompt", str(prompt), "--gen", str(gen), "--threads", str(threads)]
+    if kind == "ours":
+        args += ["--prompt-activations", prompt_activations]
     first = "import mistral_np; " if kind == "ours" else ""
     code = f"{first}import sys; sys.argv = ['bench'] + {args!r}; from tools.bench import main; main()"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -179,18 +181,20 @@ def agree(model_path: str, text_file: str, n_tokens: int, threads: int) -> None:
 
 def compare(args) -> None:
     from tools.benchenv import background_load, cpu_description
-    peers = [("mistral_np", "ours", args.ours), ("llama.cpp", "llama", args.gguf)]
+    acts = args.prompt_activations.split(",")
+    peers = [("mistral_np" + ("" if a == acts[0] else f" ({a} prompt)"), "ours", args.ours, a) for a in acts]
+    peers.append(("llama.cpp", "llama", args.gguf, None))
     if args.hf:
-        peers.append(("transformers fp32", "hf", args.hf))
-    results = {name: [] for name, _, _ in peers}
+        peers.append(("transformers fp32", "hf", args.hf, None))
+    results = {name: [] for name, _, _, _ in peers}
     with background_load(args.background):
         for r in range(args.runs):
-            for name, kind, model in peers:
-                res = one_subprocess(kind, model, args.prompt, args.gen, args.threads)
+            for name, kind, model, act in peers:
+                res = one_subprocess(kind, model, args.prompt, args.gen, args.threads, act or "int8")
                 results[name].append(res)
                 print(f"run {r + 1} {name}: {res}", file=sys.stderr, flush=True)
         load = os.getloadavg()[0]
-    print(f"\n{cpu_description()}\nprompt {args.prompt} tokens, {args.gen} generated, {args.threads} threads, "
+    print(f"\n{cpu_description()}\nmistral_np prompt activations: {', '.join(acts)}\nprompt {args.prompt} tokens, {args.gen} generated, {args.threads} threads, "
           f"median of {args.runs} runs, {args.background} background processes; load average {load:.1f}\n")
     print("| | load s | prompt tok/s | generation tok/s | peak RSS GiB |\n|---|---|---|---|---|")
     med = {}
@@ -218,6 +222,9 @@ def main():
         q.add_argument("--prompt", type=int, default=512)
         q.add_argument("--gen", type=int, default=128)
         q.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-activations", default="int8", choices=["int8", "float"])
+    c.add_argument("--prompt-activations", default="int8",
+                   help="mistral_np's prompt activations, or several (int8,float): one peer each, the first the default")
     c.add_argument("--ours", required=True)
     c.add_argument("--gguf", required=True)
     c.add_argument("--hf")
@@ -232,7 +239,8 @@ def main():
     g.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.cmd == "one":
-        print(json.dumps(RUNNERS[args.kind](args.model, args.prompt, args.gen, args.threads)))
+        extra = {"prompt_activations": args.prompt_activations} if args.kind == "ours" else {}
+        print(json.dumps(RUNNERS[args.kind](args.model, args.prompt, args.gen, args.threads, **extra)))
     elif args.cmd == "compare":
         compare(args)
     elif args.cmd == "agree":

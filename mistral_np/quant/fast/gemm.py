@@ -20,7 +20,8 @@ one fma per token, scaled by d * dx. Two widths of the same kernel:
 * 512 bits (AVX-512 VNNI; simd512.py): a 64-byte load holds two 32-byte pieces of a group, so 4
   ``vpdpbusd`` on zmm registers do the group; int32 lanes i and i + 8 are two halves of block i's sum,
   which is why the scales are loaded twice and -offset sum xq once (the "16-lane" activation arrays).
-  The activations are laid out to match: pieces reordered by WIDE_ORDER.
+  The activations are laid out to match: pieces reordered by WIDE_ORDER. Only when asked
+  (kernels.py:wide_gemm): on AMD Zen 5 it ran at half the 256-bit kernel's speed.
 
 Rows are split into work items, the same number per thread (static: Numba's dynamic schedule ran
 these loops 6-13x slower); inside an item the row is cut into chunks of GROUPS_PER_CHUNK groups, then
@@ -28,7 +29,9 @@ tokens go 4 at a time past every row of the item, so 4 tokens' chunk (16 KiB) st
 item's weights stay in L2. Variants measured (docs/quantization.md, "int8 activations"): 2 rows x 4
 tokens (10 % faster with VNNI on 14336-long rows, 30-45 % slower on AVX2 whose 16 registers cannot hold
 16 nibble vectors), 1 row x 8 tokens (no faster), accumulators starting at -offset sum xq instead of a
-subtraction per group (10 % faster, kept).
+subtraction per group (10 % faster, kept), one call per chunk and 4 tokens over all the item's rows, on
+flat arrays and offsets, instead of a call per row on row views (+35 % on 4096-wide rows, 1 thread; +55 %
+with 2 threads, whose atomic reference counts on the shared weight's views bounced between the cores).
 
     x (T, in) float32 --prepare_rows_int8--> Activations: xr (T4, G*256) int8 in the kernel's order, and
         per block: nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq (float32), (T4, G*8) each,
@@ -136,31 +139,34 @@ def prepare_rows_int8(x: np.ndarray, offset: int, wide: bool) -> Activations:
     return Activations(*_prepare(x, offset, wide))
 
 
+def _arrays(a: Activations, wide: bool):
+    """The activation arrays a kernel of this width reads: xr, -offset sum xq, dx, dx sum xq (per lane)."""
+    return (a.xr, a.nsxo16, a.dx16, a.dxs16) if wide else (a.xr, a.nsxo, a.dx, a.dxs)
+
+
 @njit(cache=True)
-def _views(a, t0, wide):
-    """4 tokens' rows of each activation array (the micro-kernels' inputs)."""
-    s, e = (a.nsxo16, a.dx16) if wide else (a.nsxo, a.dx)
-    return ((a.xr[t0], a.xr[t0 + 1], a.xr[t0 + 2], a.xr[t0 + 3]), (s[t0], s[t0 + 1], s[t0 + 2], s[t0 + 3]),
-            (e[t0], e[t0 + 1], e[t0 + 2], e[t0 + 3]))
+def _rows4(v, t0):
+    """Rows t0..t0+3 of an activation array (the micro-kernels' inputs)."""
+    return (v[t0], v[t0 + 1], v[t0 + 2], v[t0 + 3])
 
 
 # ---------------------------------------------------------------- one group, 4 tokens: 256 and 512 bits
 
 
 @njit(cache=True)
-def _pieces(v, c):
-    """The 8 32-byte pieces of group c of a row (activations, or repacked Q8_0 bytes)."""
-    o = c * 256
+def _pieces(v, o):
+    """The 8 32-byte pieces of the group at byte o of a row (activations: o = 256 c), or of repacked Q8_0
+    bytes (flat)."""
     return (load_i8x32(v, o), load_i8x32(v, o + 32), load_i8x32(v, o + 64), load_i8x32(v, o + 96),
             load_i8x32(v, o + 128), load_i8x32(v, o + 160), load_i8x32(v, o + 192), load_i8x32(v, o + 224))
 
 
 @njit(cache=True)
-def _nibbles(q, c):
-    """The 8 nibble vectors of group c of a nibble-layout row, facing _pieces' order: piece 2g + h is the
-    low (h = 0) or high (h = 1) nibbles of the row's 32-byte vector g."""
-    v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
-    v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
+def _nibbles(q, o):
+    """The 8 nibble vectors of the group at byte o of a nibble-layout weight (flat), facing _pieces' order:
+    piece 2g + h is the low (h = 0) or high (h = 1) nibbles of the group's 32-byte vector g."""
+    v0, v1 = load_i8x32(q, o), load_i8x32(q, o + 32)
+    v2, v3 = load_i8x32(q, o + 64), load_i8x32(q, o + 96)
     return (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
 
 
@@ -176,7 +182,8 @@ def _group(y, u, nibbles, sc, xs, ss, es, cx):
 def _token(y, u, nibbles, sc, x, s, e, cx):
     """One token of _group: the integer block sums (from -offset sum xq), to float32, times d * dx."""
     o = cx * V
-    acc = dot8_nibbles(load_i32x8(s, o), u, _pieces(x, cx)) if nibbles else dot8_bytes(load_i32x8(s, o), u, _pieces(x, cx))
+    acc = dot8_nibbles(load_i32x8(s, o), u, _pieces(x, cx * 256)) if nibbles else \
+        dot8_bytes(load_i32x8(s, o), u, _pieces(x, cx * 256))
     return fma_f32x8(cvt_i32x8(acc), mul_f32x8(sc, load_f32x8(e, o)), y)
 
 
@@ -203,53 +210,92 @@ def _group_wide(y, u, sc, xs, ss, es, cx):
 
 
 @njit(cache=True)
-def _minimums_wide(y, mn, a, t0, cx):
+def _minimums_wide(y, mn, ms, cx):
     """_minimums on 512 bits (dxs16 is zero in lanes 8-15: each block's m term is added once)."""
     o = cx * 16
-    return (fma_f32x16(mn, load_f32x16(a.dxs16[t0], o), y[0]), fma_f32x16(mn, load_f32x16(a.dxs16[t0 + 1], o), y[1]),
-            fma_f32x16(mn, load_f32x16(a.dxs16[t0 + 2], o), y[2]), fma_f32x16(mn, load_f32x16(a.dxs16[t0 + 3], o), y[3]))
+    return (fma_f32x16(mn, load_f32x16(ms[0], o), y[0]), fma_f32x16(mn, load_f32x16(ms[1], o), y[1]),
+            fma_f32x16(mn, load_f32x16(ms[2], o), y[2]), fma_f32x16(mn, load_f32x16(ms[3], o), y[3]))
 
 
 @njit(cache=True)
-def _minimums(y, mn, a, t0, cx):
-    """Q4_1: y + m * dx * sum xq for group cx (mn: the row's minimums of the group, float32 lanes)."""
+def _minimums(y, mn, ms, cx):
+    """Q4_1: y + m * dx * sum xq for group cx (mn: the row's minimums of the group, float32 lanes; ms: 4
+    tokens' dx * sum xq)."""
     o = cx * V
-    return (fma_f32x8(mn, load_f32x8(a.dxs[t0], o), y[0]), fma_f32x8(mn, load_f32x8(a.dxs[t0 + 1], o), y[1]),
-            fma_f32x8(mn, load_f32x8(a.dxs[t0 + 2], o), y[2]), fma_f32x8(mn, load_f32x8(a.dxs[t0 + 3], o), y[3]))
+    return (fma_f32x8(mn, load_f32x8(ms[0], o), y[0]), fma_f32x8(mn, load_f32x8(ms[1], o), y[1]),
+            fma_f32x8(mn, load_f32x8(ms[2], o), y[2]), fma_f32x8(mn, load_f32x8(ms[3], o), y[3]))
 
 
 # ---------------------------------------------------------------- Q4_0 / Q4_1
 
 
 @njit(cache=True)
-def _nibble_row_1x4(q, dr, mr, qt, dt, mt, has_m, a, t0, c0, c1, tail, y, r):
-    """The 256-bit micro-kernel: y[t0:t0+4, r] += row r times tokens t0..t0+3 over groups c0..c1-1, then
-    the padded tail group (qt, dt, mt) if ``tail``. Registers: 8 nibble vectors, 4 accumulators."""
-    xs, ss, es = _views(a, t0, False)
-    acc = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
-    for i in range(c1 - c0 + tail):
-        row, drow, mrow, cq = (q, dr, mr, c0 + i) if i < c1 - c0 else (qt, dt, mt, 0)
-        acc = _group(acc, _nibbles(row, cq), True, load_f16x8(drow, cq * V), xs, ss, es, c0 + i)
-        if has_m:
-            acc = _minimums(acc, load_f16x8(mrow, cq * V), a, t0, c0 + i)
-    for k in range(4):
-        y[t0 + k, r] += hsum_f32x8(acc[k])
+def _store4(y, t0, r, y0, y1, y2, y3):
+    """y[t0:t0+4, r] += the 4 tokens' sums."""
+    y[t0, r] += y0
+    y[t0 + 1, r] += y1
+    y[t0 + 2, r] += y2
+    y[t0 + 3, r] += y3
 
 
 @njit(cache=True)
-def _nibble_row_wide_1x4(q, dr, mr, qt, dt, mt, has_m, a, t0, c0, c1, tail, y, r):
-    """_nibble_row_1x4 on 512 bits: two 64-byte loads per group give 4 nibble vectors."""
-    xs, ss, es = _views(a, t0, True)
-    acc = (zero_f32x16(), zero_f32x16(), zero_f32x16(), zero_f32x16())
-    for i in range(c1 - c0 + tail):
-        row, drow, mrow, cq = (q, dr, mr, c0 + i) if i < c1 - c0 else (qt, dt, mt, 0)
-        v0, v1 = load_i8x64(row, cq * 128), load_i8x64(row, cq * 128 + 64)
-        u = (nib_lo64(v0), nib_hi64(v0), nib_lo64(v1), nib_hi64(v1))
-        acc = _group_wide(acc, u, load_f16x8_twice(drow, cq * V), xs, ss, es, c0 + i)
+def _nibble_rows_1x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
+    """The 256-bit micro-kernel, for rows lo..hi in turn: y[t0:t0+4, r] += row r times tokens t0..t0+3
+    over groups c0..c1-1, then the padded tail group if ``tail``. Registers: 8 nibble vectors, 4
+    accumulators. w = (qs, d, m, qt, dt, mt) flat, rows of qrow bytes and nb scales; xs, ss, es, ms: the 4
+    tokens' activation rows. One call per chunk and 4 tokens, flat arrays and offsets: a call per row
+    passed ~150 words of array structs (105 ns a call, more than the work on SmolLM2's 576-wide rows), and
+    a view per row took an atomic reference count on the weight's memory, bounced between the two cores."""
+    for r in range(lo, hi):
+        _nibble_row_1x4(w, xs, ss, es, ms, has_m, r * qrow, r * nb, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y,
+                        t0, r)
+
+
+@njit(cache=True, inline="always")
+def _nibble_row_1x4(w, xs, ss, es, ms, has_m, qo, so, to, tso, c0, c1, tail, y, t0, r):
+    """One row of _nibble_rows_1x4: its bytes start at qo, its scales at so, its tail group's at to, tso."""
+    qf, df, mf, qtf, dtf, mtf = w
+    acc = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
+    for c in range(c0, c1):
+        acc = _group(acc, _nibbles(qf, qo + c * 128), True, load_f16x8(df, so + c * V), xs, ss, es, c)
         if has_m:
-            acc = _minimums_wide(acc, load_f16x8_twice(mrow, cq * V), a, t0, c0 + i)
-    for k in range(4):
-        y[t0 + k, r] += hsum_f32x16(acc[k])
+            acc = _minimums(acc, load_f16x8(mf, so + c * V), ms, c)
+    if tail:  # the padded group after the last whole one (same arithmetic)
+        acc = _group(acc, _nibbles(qtf, to), True, load_f16x8(dtf, tso), xs, ss, es, c1)
+        if has_m:
+            acc = _minimums(acc, load_f16x8(mtf, tso), ms, c1)
+    _store4(y, t0, r, hsum_f32x8(acc[0]), hsum_f32x8(acc[1]), hsum_f32x8(acc[2]), hsum_f32x8(acc[3]))
+
+
+@njit(cache=True)
+def _nibble_rows_wide_1x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
+    """_nibble_rows_1x4 on 512 bits: two 64-byte loads per group give 4 nibble vectors."""
+    for r in range(lo, hi):
+        _nibble_row_wide_1x4(w, xs, ss, es, ms, has_m, r * qrow, r * nb, (r - lo) * 128, (r - lo) * V, c0, c1, tail,
+                             y, t0, r)
+
+
+@njit(cache=True, inline="always")
+def _nibble_row_wide_1x4(w, xs, ss, es, ms, has_m, qo, so, to, tso, c0, c1, tail, y, t0, r):
+    """One row of _nibble_rows_wide_1x4."""
+    qf, df, mf, qtf, dtf, mtf = w
+    acc = (zero_f32x16(), zero_f32x16(), zero_f32x16(), zero_f32x16())
+    for c in range(c0, c1):
+        acc = _nibble_group_wide(acc, qf, df, mf, qo + c * 128, so + c * V, has_m, xs, ss, es, ms, c)
+    if tail:
+        acc = _nibble_group_wide(acc, qtf, dtf, mtf, to, tso, has_m, xs, ss, es, ms, c1)
+    _store4(y, t0, r, hsum_f32x16(acc[0]), hsum_f32x16(acc[1]), hsum_f32x16(acc[2]), hsum_f32x16(acc[3]))
+
+
+@njit(cache=True)
+def _nibble_group_wide(acc, q, dr, mr, qo, so, has_m, xs, ss, es, ms, cx):
+    """One group of _nibble_row_wide_1x4: the weight group at byte qo (scales at so), activation group cx."""
+    v0, v1 = load_i8x64(q, qo), load_i8x64(q, qo + 64)
+    u = (nib_lo64(v0), nib_hi64(v0), nib_lo64(v1), nib_hi64(v1))
+    acc = _group_wide(acc, u, load_f16x8_twice(dr, so), xs, ss, es, cx)
+    if has_m:
+        acc = _minimums_wide(acc, load_f16x8_twice(mr, so), ms, cx)
+    return acc
 
 
 @njit(cache=True)
@@ -272,12 +318,14 @@ def _tail_groups(qs, d, m, has_m, lo, hi, qt, dt, mt):
 
 
 @njit(parallel=True, cache=True)
-def gemm_nibbles_int8(a, qs, d, m, has_m, wide, n_groups):
-    """y (T4, out) = the int8-activation product of prepared rows ``a`` and a nibble-layout weight."""
+def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, n_groups):
+    """y (T4, out) = the int8-activation product of prepared rows (``_arrays(a, wide)``: xr, -offset sum xq,
+    dx, dx sum xq) and a nibble-layout weight."""
     out_dim, nb = d.shape
+    qrow = qs.shape[1]
     nv = nb // V
     tail = 1 if nb % V else 0
-    t4 = a.xr.shape[0]
+    t4 = xr.shape[0]
     y = np.zeros((t4, out_dim), dtype=np.float32)
     for grp in prange(n_groups):
         lo, hi = grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups
@@ -285,18 +333,16 @@ def gemm_nibbles_int8(a, qs, d, m, has_m, wide, n_groups):
         dt, mt = np.empty((hi - lo, V), dtype=np.uint16), np.empty((hi - lo, V), dtype=np.uint16)
         if tail:
             _tail_groups(qs, d, m, has_m, lo, hi, qt, dt, mt)
+        w = (qs.reshape(-1), d.reshape(-1), m.reshape(-1), qt.reshape(-1), dt.reshape(-1), mt.reshape(-1))
         for c0 in range(0, max(nv, 1), GROUPS_PER_CHUNK):
             c1 = min(nv, c0 + GROUPS_PER_CHUNK)
             last = tail if c1 == nv else 0
             for t0 in range(0, t4, TOKENS):
-                for r in range(lo, hi):
-                    mr = m[r if has_m else 0]
-                    if wide:
-                        _nibble_row_wide_1x4(qs[r], d[r], mr, qt[r - lo], dt[r - lo], mt[r - lo], has_m, a, t0, c0, c1,
-                                             last, y, r)
-                    else:
-                        _nibble_row_1x4(qs[r], d[r], mr, qt[r - lo], dt[r - lo], mt[r - lo], has_m, a, t0, c0, c1,
-                                        last, y, r)
+                xs4, ss4, es4, ms4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0), _rows4(ms, t0)
+                if wide:
+                    _nibble_rows_wide_1x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
+                else:
+                    _nibble_rows_1x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
     return y
 
 
@@ -324,42 +370,48 @@ def _repack_q8_0(blocks, lo, hi, wide, qs8, d8):
 
 
 @njit(cache=True)
-def _q8_0_row_1x4(q, dr, a, t0, ng, wide, y, r):
-    """y[t0:t0+4, r] += a repacked Q8_0 row times tokens t0..t0+3 over its ng groups."""
-    xs, ss, es = _views(a, t0, wide)
+def _q8_0_rows_1x4(q, dr, xs, ss, es, ng, wide, y, t0, r0, r1):
+    """y[t0:t0+4, r] += repacked Q8_0 row r (flat tile from row r0) times tokens t0..t0+3, r in r0..r1."""
+    for r in range(r0, r1):
+        _q8_0_row_1x4(q, dr, (r - r0) * ng * 256, (r - r0) * ng * V, xs, ss, es, ng, wide, y, t0, r)
+
+
+@njit(cache=True, inline="always")
+def _q8_0_row_1x4(q, dr, qo, so, xs, ss, es, ng, wide, y, t0, r):
+    """One row of _q8_0_rows_1x4: the tile's bytes from qo, its scales from so, over its ng groups."""
     if wide:
         acc16 = (zero_f32x16(), zero_f32x16(), zero_f32x16(), zero_f32x16())
         for c in range(ng):
-            u = (load_i8x64(q, c * 256), load_i8x64(q, c * 256 + 64), load_i8x64(q, c * 256 + 128),
-                 load_i8x64(q, c * 256 + 192))
-            acc16 = _group_wide(acc16, u, load_f16x8_twice(dr, c * V), xs, ss, es, c)
-        for k in range(4):
-            y[t0 + k, r] += hsum_f32x16(acc16[k])
+            o = qo + c * 256
+            u = (load_i8x64(q, o), load_i8x64(q, o + 64), load_i8x64(q, o + 128), load_i8x64(q, o + 192))
+            acc16 = _group_wide(acc16, u, load_f16x8_twice(dr, so + c * V), xs, ss, es, c)
+        _store4(y, t0, r, hsum_f32x16(acc16[0]), hsum_f32x16(acc16[1]), hsum_f32x16(acc16[2]), hsum_f32x16(acc16[3]))
     else:
         acc = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
         for c in range(ng):
-            acc = _group(acc, _pieces(q, c), False, load_f16x8(dr, c * V), xs, ss, es, c)
-        for k in range(4):
-            y[t0 + k, r] += hsum_f32x8(acc[k])
+            acc = _group(acc, _pieces(q, qo + c * 256), False, load_f16x8(dr, so + c * V), xs, ss, es, c)
+        _store4(y, t0, r, hsum_f32x8(acc[0]), hsum_f32x8(acc[1]), hsum_f32x8(acc[2]), hsum_f32x8(acc[3]))
 
 
 @njit(parallel=True, cache=True)
-def gemm_q8_0_int8(a, blocks, wide, n_groups):
-    """y (T4, out) for Q8_0 bytes (out, nb*34) and rows prepared with offset 128. The whole row per
+def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, n_groups):
+    """y (T4, out) for Q8_0 bytes (out, nb*34) and rows prepared with offset 128 (``_arrays(a, wide)``;
+    ms unused: Q8_0 has no minimums). The whole row per
     micro-kernel call: a tile's rows are at most 16 x 14336 bytes (L2)."""
     out_dim = blocks.shape[0]
     nb = blocks.shape[1] // Q8_0_BYTES
     ng = (nb + V - 1) // V
-    t4 = a.xr.shape[0]
+    t4 = xr.shape[0]
     y = np.zeros((t4, out_dim), dtype=np.float32)
     for grp in prange(n_groups):
         lo, hi = grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups
         qs8 = np.empty((TILE_ROWS, ng * 256), dtype=np.uint8)
         d8 = np.empty((TILE_ROWS, ng * V), dtype=np.uint16)
+        q8f, d8f = qs8.reshape(-1), d8.reshape(-1)
         for r0 in range(lo, hi, TILE_ROWS):
             r1 = min(hi, r0 + TILE_ROWS)
             _repack_q8_0(blocks, r0, r1, wide, qs8, d8)
             for t0 in range(0, t4, TOKENS):
-                for r in range(r0, r1):
-                    _q8_0_row_1x4(qs8[r - r0], d8[r - r0], a, t0, ng, wide, y, r)
+                xs4, ss4, es4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0)
+                _q8_0_rows_1x4(q8f, d8f, xs4, ss4, es4, ng, wide, y, t0, r0, r1)
     return y

@@ -215,9 +215,10 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     m = lay.m if has_m else _NO_M
     _check_mode(activations)
     if x.shape[0] > 1 and activations == "int8":  # prefill, integer dot products (gemm.py)
-        wide = has_wide_vnni()
+        wide = wide_gemm()
         a = gemm.prepare_rows_int8(x, lay.offset, wide)
-        return _gemm(gemm.gemm_nibbles_int8, (a, lay.qs, lay.d, m, has_m, wide), out_dim, x.shape[0])
+        return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide), out_dim,
+                     x.shape[0])
     if x.shape[0] > 1:  # prefill, float: tiles of dequantized rows and BLAS
         _blas_one_thread()
         return _gemm_nibble_tiles(x, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32, ROW_TILE)
@@ -245,6 +246,17 @@ def _gemv(rows_fn, parallel_fn, args, out_dim, nbytes):
         numba.set_parallel_chunksize(chunk)
 
 
+WIDE_GEMM = "MISTRAL_NP_WIDE_GEMM"  # =1: the 512-bit prompt GEMM where the CPU has AVX-512 VNNI
+
+
+def wide_gemm() -> bool:
+    """Whether prompts use gemm.py's 512-bit kernel: only when asked (WIDE_GEMM=1) and the CPU has AVX-512
+    VNNI. The 256-bit kernel is the default everywhere: on the one AVX-512 CPU measured (AMD Zen 5) it ran
+    1.7-2x faster (docs/quantization.md). The two agree with the twin within the same bound but sum blocks
+    in another order, so the choice is fixed for a process."""
+    return os.environ.get(WIDE_GEMM) == "1" and has_wide_vnni()
+
+
 def _gemm(fn, args, out_dim, t):
     """Run an int8 GEMM (gemm.py): row groups split evenly between the threads. Not handed out one at a
     time as for decode: under a chunk size, Numba 0.68 ran these loops 6-13x slower (measured with 2 and 32
@@ -270,9 +282,9 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     rows = np.ascontiguousarray(rows)  # the vector loads index the bytes flat
     _check_mode(activations)
     if x.shape[0] > 1 and activations == "int8":
-        wide = has_wide_vnni()
+        wide = wide_gemm()
         a = gemm.prepare_rows_int8(x, 128, wide)
-        return _gemm(gemm.gemm_q8_0_int8, (a, rows, wide), rows.shape[0], x.shape[0])
+        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide), rows.shape[0], x.shape[0])
     if x.shape[0] > 1:
         _blas_one_thread()
         return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)

@@ -1,9 +1,11 @@
 """512-bit vectors for CPUs with AVX-512 VNNI: the few operations the wide prompt GEMM needs (gemm.py).
 
 Where a CPU has AVX-512 (Intel Xeon since Skylake, AMD since Zen 4) a ``vpdpbusd`` on 512 bits does
-twice the work of simd.py's 256-bit one at the same rate, so the prompt GEMM has a wide micro-kernel
-used only there (``has_wide_vnni``); AVX2 machines (AMD Zen 3) keep the 256-bit one. Decode stays at
-256 bits everywhere: it is bound by memory, not by arithmetic.
+twice the work of simd.py's 256-bit one per instruction, so the prompt GEMM has a wide micro-kernel. It
+is not the default: on the AVX-512 CPU measured (AMD Zen 5) it ran 1.7-2x slower than the 256-bit one
+(docs/quantization.md); ``MISTRAL_NP_WIDE_GEMM=1`` chooses it where the CPU has AVX-512 VNNI
+(kernels.py:wide_gemm), for CPUs where it may pay. Decode stays at 256 bits everywhere: it is bound by
+memory, not by arithmetic.
 
     I8x64   <64 x i8>     64 bytes
     I32x16  <16 x i32>    16 int32 lanes
@@ -99,7 +101,7 @@ def zero_f32x16(typingctx):
 def emit_dpbusd512(builder, acc, u, s, wide: bool):
     """IR for acc + (4-byte groups of u (unsigned) * s (signed), summed into 16 int32 lanes): ``vpdpbusd``
     on zmm registers where the CPU has AVX-512 VNNI, else plain IR that is exact for any bytes (so the wide
-    kernels compile everywhere; they are only called where has_wide_vnni())."""
+    kernels compile everywhere; they are only called where kernels.wide_gemm())."""
     if wide:
         bu, bs = builder.bitcast(u, _V16I32), builder.bitcast(s, _V16I32)
         return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [acc, bu, bs])
