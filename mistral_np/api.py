@@ -64,8 +64,8 @@ class Model:
         """Generator of text pieces continuing ``prompt`` (a string, encoded with BOS, or a list of ids used
         as given). Keywords: max_new_tokens=256, temperature=0.0 (greedy), top_k=0, top_p=1.0,
         repetition_penalty=1.0, seed=None, stop=None (strings), stop_ids=None (EOS), chunk_size=None (W),
-        prompt_activations="int8", decode_activations="int8" (quantized weights: "int8" or "float", see
-        generation/loop.py).
+        prompt_activations="auto" ("auto", "int8" or "float"), decode_activations="int8" ("int8" or "float"):
+        for quantized weights, see generation/loop.py.
         Counts and timings afterwards in ``self.last_stats``."""
         return generate_text(self, prompt, **kwargs)
 

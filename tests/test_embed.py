@@ -375,5 +375,5 @@ def test_quantized_backbone_activations(folders):
     fast = emb.encode(TEXTS)
     cos = np.sum(fast * exact, axis=1)
     assert cos.mean() >= 0.999 and cos.min() >= 0.995 and not np.allclose(fast, exact, rtol=0, atol=1e-7), cos
-    with pytest.raises(ValueError, match="activations must be 'int8' or 'float'"):
+    with pytest.raises(ValueError, match="activations must be 'auto', 'int8' or 'float'"):
         emb.activations = "int4"

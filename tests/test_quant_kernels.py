@@ -293,6 +293,23 @@ def test_with_activations_selects_the_activations_for_every_row_count():
 # ---------------------------------------------------------------- int8 activations against their NumPy twin
 
 
+def test_auto_activations_choose_int8_for_wide_inputs_only():
+    """decode_weights(w, "auto") (the prompt and embedding default): int8 from AUTO_INT8_MIN_IN inputs, float
+    below (the weight itself), whatever the type; anything that is not a quantized weight is left alone."""
+    from mistral_np.quant.tensor import AUTO_INT8_MIN_IN, quantize
+    rng = np.random.default_rng(0)
+    for qtype in ("q4_0", "q4_1", "q8_0"):
+        narrow = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN - 32)).astype(np.float32), qtype)
+        wide = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN)).astype(np.float32), qtype)
+        assert decode_weights(narrow, "auto") is narrow
+        view = decode_weights(wide, "auto")
+        assert view.activations == "int8" and view.base is wide
+    plain = np.ones((4, 4096), np.float32)
+    assert decode_weights(plain, "auto") is plain
+    with pytest.raises(ValueError, match="activations must be 'auto', 'float' or 'int8'"):
+        decode_weights(wide, "int4")
+
+
 def test_the_wide_gemm_is_chosen_only_when_asked(monkeypatch):
     monkeypatch.delenv(kernels.WIDE_GEMM, raising=False)
     assert kernels.wide_gemm() is False

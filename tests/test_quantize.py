@@ -166,5 +166,5 @@ def test_decode_activations_int8_is_close_and_float_is_exact(folders):
     assert 1e-6 < worst < 0.15, worst
     with pytest.raises(ValueError, match="decode_activations must be 'int8' or 'float'"):
         generate_ids(model, prompt, decode_activations="int4")
-    with pytest.raises(ValueError, match="prompt_activations must be 'int8' or 'float'"):
+    with pytest.raises(ValueError, match="prompt_activations must be 'auto', 'int8' or 'float'"):
         generate_ids(model, prompt, prompt_activations="int4")

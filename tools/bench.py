@@ -41,7 +41,7 @@ def _rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run_ours(model_path: str, prompt: int, gen: int, threads: int, prompt_activations: str = "int8") -> dict:
+def run_ours(model_path: str, prompt: int, gen: int, threads: int, prompt_activations: str = "auto") -> dict:
     import numba
     numba.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
@@ -50,7 +50,7 @@ def run_ours(model_path: str, prompt: int, gen: int, threads: int, prompt_activa
     from mistral_np.generation import GenerationStats, generate_ids
     t0 = time.perf_counter()
     model = mistral_np.load_model(model_path)
-    list(generate_ids(model, [1, 2], max_new_tokens=1, stop_ids=[]))      # warm-up: repack, JIT
+    list(generate_ids(model, [1, 2], max_new_tokens=2, stop_ids=[]))      # warm-up: repack, JIT, one decode step
     load = time.perf_counter() - t0
     stats = GenerationStats()
     ids = _prompt(prompt, model.config.vocab_size)
@@ -116,7 +116,7 @@ def hf_greedy_timed(model, ids: list[int], gen: int) -> tuple[float, float]:
 RUNNERS = {"ours": run_ours, "llama": run_llama, "hf": run_hf}
 
 
-def one_subprocess(kind, model, prompt, gen, threads, prompt_activations="int8") -> dict:
+def one_subprocess(kind, model, prompt, gen, threads, prompt_activations="auto") -> dict:
     """One run in a fresh process with each library's own defaults. Ours imports mistral_np first, as its command
     line does, so that its thread-waiting settings reach NumPy's BLAS too (mistral_np/threads.py)."""
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -190,7 +190,7 @@ def compare(args) -> None:
     with background_load(args.background):
         for r in range(args.runs):
             for name, kind, model, act in peers:
-                res = one_subprocess(kind, model, args.prompt, args.gen, args.threads, act or "int8")
+                res = one_subprocess(kind, model, args.prompt, args.gen, args.threads, act or "auto")
                 results[name].append(res)
                 print(f"run {r + 1} {name}: {res}", file=sys.stderr, flush=True)
         load = os.getloadavg()[0]
@@ -222,9 +222,9 @@ def main():
         q.add_argument("--prompt", type=int, default=512)
         q.add_argument("--gen", type=int, default=128)
         q.add_argument("--threads", type=int, default=2)
-    p.add_argument("--prompt-activations", default="int8", choices=["int8", "float"])
-    c.add_argument("--prompt-activations", default="int8",
-                   help="mistral_np's prompt activations, or several (int8,float): one peer each, the first the default")
+    p.add_argument("--prompt-activations", default="auto", choices=["auto", "int8", "float"])
+    c.add_argument("--prompt-activations", default="auto",
+                   help="mistral_np's prompt activations, or several (auto,int8,float): one peer each")
     c.add_argument("--ours", required=True)
     c.add_argument("--gguf", required=True)
     c.add_argument("--hf")

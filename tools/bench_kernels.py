@@ -100,7 +100,6 @@ def main():
         tensors = {"Q4_0": [Q4_0Tensor(random_q4_0(rng, *shape), shape).prepare() for _ in range(args.copies)],
                    "Q4_1": [Q4_1Tensor(random_q4_1(rng, *shape), shape).prepare() for _ in range(args.copies)],
                    "Q8_0": [Q8_0Tensor(random_q8_0(rng, *shape), shape) for _ in range(args.copies)]}
-        q4 = tensors["Q4_0"][0]
         wf = rng.standard_normal((out_dim, in_dim)).astype(np.float32)
         x1 = rng.standard_normal((1, in_dim)).astype(np.float32)
         xt = rng.standard_normal((max(args.t, 2), in_dim)).astype(np.float32)
@@ -115,11 +114,15 @@ def main():
                   f"{np_gbs:.1f} GB/s ({gemv['numpy'] * 1e3:.2f} ms) | {gbs / np_gbs:.2f} |", flush=True)
         if not args.t:
             continue
-        gemm = bench({"q4": lambda: q4.matmul(xt), "numpy": lambda: xt @ wf.T}, max(3, args.reps // 2))
+        prompt = {(q, act): (lambda t=ts[0], a=act: t.matmul(xt, activations=a))
+                  for q, ts in tensors.items() for act in ("float", "int8")}
+        gemm = bench({**prompt, "numpy": lambda: xt @ wf.T}, max(3, args.reps // 2))
         flop = 2.0 * args.t * out_dim * in_dim
-        ours, ref = flop / gemm["q4"] / 1e9, flop / gemm["numpy"] / 1e9
-        print(f"| {spec} | Q4_0 prefill T={args.t} | {ours:.0f} GFLOP/s | {ref:.0f} GFLOP/s | {ours / ref:.2f} |",
-              flush=True)
+        ref = flop / gemm["numpy"] / 1e9
+        for (q, act) in prompt:
+            ours = flop / gemm[q, act] / 1e9
+            print(f"| {spec} | {q} prompt T={args.t}, {act} activations | {ours:.0f} GOP/s | {ref:.0f} GFLOP/s (sgemm) | "
+                  f"{ours / ref:.2f} |", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 

@@ -85,8 +85,9 @@ def _common(p) -> None:
     g.add_argument("--instruction", help="task description; the text becomes 'Instruct: ...\\nQuery: TEXT'")
     g.add_argument("--prompt-name", help="a named prompt of the folder, or a task name from mistral_np.embeddings.TASKS")
     p.add_argument("--batch-size", type=int, default=8, help="texts pooled together")
-    p.add_argument("--activations", choices=["int8", "float"], default="int8",
-                   help="quantized models: int8 activations (fast) or float (exactly the forward pass)")
+    p.add_argument("--activations", choices=["auto", "int8", "float"], default="auto",
+                   help="quantized models: int8 activations, float (exactly the forward pass), or auto: int8 for "
+                        "weights with at least 2048 inputs, float for narrower ones (faster there)")
     add_threads_option(p)
 
 

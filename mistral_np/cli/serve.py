@@ -48,7 +48,7 @@ def add_serve_commands(sub) -> None:
     p.add_argument("--decode-activations", choices=["int8", "float"], default=None,
                    help="quantized models: int8 activations in decode steps (fast) or float (the exact path) "
                         "(default: as model.generate)")
-    p.add_argument("--prompt-activations", choices=["int8", "float"], default=None,
+    p.add_argument("--prompt-activations", choices=["auto", "int8", "float"], default=None,
                    help="quantized models: the same for prompts (default: as model.generate)")
     p.add_argument("--no-prefix-reuse", dest="reuse", action="store_false",
                    help="always prefill the whole prompt (the output is the same; only slower)")

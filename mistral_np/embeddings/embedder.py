@@ -75,7 +75,7 @@ class Embedder:
     (like sentence-transformers' ``max_seq_length`` and ``tokenizer.padding_side``)."""
 
     def __init__(self, model, config: EmbedConfig, prefix_ids: list[int], suffix_ids: list[int],
-                 activations: str = "int8"):
+                 activations: str = "auto"):
         self.model, self.config = model, config
         self.prefix_ids, self.suffix_ids = list(prefix_ids), list(suffix_ids)
         self.max_length = config.max_length
@@ -84,16 +84,17 @@ class Embedder:
 
     @property
     def activations(self) -> str:
-        """Quantized backbones: "int8" (activations quantized to 8-bit blocks, integer dot products, the
-        default: 1.5-4x faster, cosine ~0.9995 to the float vectors on SmolLM2) or "float" (exact). Float
-        backbones ignore it. May be changed at any time."""
+        """Quantized backbones: "int8" (activations quantized to 8-bit blocks, integer dot products: up to
+        2x faster on 4096-wide layers), "float" (exact), or "auto" (the default: int8 for weights with at
+        least 2048 inputs, float for narrower ones, where int8 is slower; quant/tensor.py:resolve_activations).
+        Float backbones ignore it. May be changed at any time."""
         return self._activations
 
     @activations.setter
     def activations(self, mode: str) -> None:
         from ..generation.loop import decode_params
-        if mode not in ("int8", "float"):
-            raise InvalidArgumentError(f"activations must be 'int8' or 'float', got {mode!r}")
+        if mode not in ("auto", "int8", "float"):
+            raise InvalidArgumentError(f"activations must be 'auto', 'int8' or 'float', got {mode!r}")
         self._activations, self._weights = mode, decode_params(self.model.params, mode)
 
     @property
@@ -267,7 +268,7 @@ def _progress(total: int, show: bool):
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_embedder(path, preset: str | None = None, dtype=np.float32, activations: str = "int8") -> Embedder:
+def load_embedder(path, preset: str | None = None, dtype=np.float32, activations: str = "auto") -> Embedder:
     """Checkpoint folder (or file) -> Embedder.  ``activations`` as ``Embedder.activations`` (quantized weights).
 
     The recipe comes from ``preset=`` ("e5-mistral", "sfr-mistral", "linq-mistral") if given, else the

@@ -18,10 +18,12 @@ The loop (mistral-inference's ``generate``, docs/references.md#rolling-cache)::
 generation and is not yielded; a ``stop`` string ends it and is not emitted (stops.py).
 
 Which numbers: for quantized weights the prompt runs on the weights' ``prompt_activations`` view and the
-one-token decode steps on their ``decode_activations`` view: "int8" (the default, llama.cpp's method:
-activations quantized to 8-bit blocks, integer dot products, 1.5-4x faster, ~5e-3 relative error per
-matmul, docs/quantization.md) or "float" (bit-for-bit the ``forward`` path: with both "float", greedy
-tokens equal those of re-running ``forward`` on the growing sequence). Float weights ignore the choice.
+one-token decode steps on their ``decode_activations`` view: "int8" (llama.cpp's method: activations
+quantized to 8-bit blocks, integer dot products, ~5e-3 relative error per matmul, docs/quantization.md;
+the decode default) or "float" (bit-for-bit the ``forward`` path: with both "float", greedy tokens equal
+those of re-running ``forward`` on the growing sequence). The prompt default, "auto", takes int8 for the
+weights with at least 2048 inputs and float for narrower ones, where the int8 GEMM is slower than BLAS
+(quant/tensor.py:resolve_activations). Float weights ignore the choice.
 
 next: the embeddings (mistral_np/embeddings/) are the other way to use the model.
 """
@@ -74,7 +76,7 @@ def decode_params(params, activations: str):
 def generate_ids(model, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
                  stop_ids=None, chunk_size: int | None = None, stats: GenerationStats | None = None,
-                 decode_activations: str = "int8", prompt_activations: str = "int8", fused_decode: bool = True):
+                 decode_activations: str = "int8", prompt_activations: str = "auto", fused_decode: bool = True):
     """Prompt ids (used as given: no BOS added) -> generator of new token ids.
 
     Arguments are checked now (InvalidArgumentError naming the argument); the work happens as the generator
@@ -82,9 +84,10 @@ def generate_ids(model, prompt_ids, max_new_tokens: int = 256, temperature: floa
     tokenizer's (else the config's) EOS; pass ``()`` to never stop early. ``prompt_activations`` and
     ``decode_activations`` as in the module docstring; ``fused_decode=False`` keeps the one-token steps on the
     readable path even where the compiled twin applies (fused.py)."""
-    for name, mode in (("decode_activations", decode_activations), ("prompt_activations", prompt_activations)):
-        if mode not in ("int8", "float"):
-            raise InvalidArgumentError(f"{name} must be 'int8' or 'float', got {mode!r}")
+    if decode_activations not in ("int8", "float"):
+        raise InvalidArgumentError(f"decode_activations must be 'int8' or 'float', got {decode_activations!r}")
+    if prompt_activations not in ("auto", "int8", "float"):
+        raise InvalidArgumentError(f"prompt_activations must be 'auto', 'int8' or 'float', got {prompt_activations!r}")
     check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, chunk_size)
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise InvalidArgumentError(f"seed must be None or an integer >= 0, got {seed!r}")
