@@ -170,13 +170,13 @@ def _rope(x, n_heads, dh, cos, sin):
 @njit(cache=True)
 def _attend(q, kc, vc, slot_pos, p, window, n_heads, n_kv, dh, out):
     """out (n_heads * dh,) = softmax(q_h K^T / sqrt(dh)) V over the visible slots, KV head h // G."""
-    slots = slot_pos.shape[0]
+    slots = min(slot_pos.shape[0], p + 1)  # position q lives in slot q % slots: slots past p hold nothing visible
     g = n_heads // n_kv
     scale = np.float32(1.0 / math.sqrt(dh))
     scores = np.empty(slots, dtype=np.float32)
     for h in range(n_heads):
         kv = h // g
-        best = -np.inf
+        best = np.float32(-np.inf)
         for s in range(slots):
             pos = slot_pos[s]
             if pos < 0 or pos > p or (window > 0 and p - pos >= window):
@@ -189,7 +189,7 @@ def _attend(q, kc, vc, slot_pos, p, window, n_heads, n_kv, dh, out):
             best = max(best, scores[s])
         total = np.float32(0.0)
         for s in range(slots):
-            e = np.float32(np.exp(scores[s] - best)) if scores[s] != -np.inf else np.float32(0.0)
+            e = np.exp(scores[s] - best) if scores[s] != -np.inf else np.float32(0.0)
             scores[s] = e
             total += e
         for i in range(dh):
