@@ -9,6 +9,13 @@
 
 ``Model`` ties a config, its parameters and its tokenizer to the model maths (mistral_np.model) and to
 generation (mistral_np.generation); it holds no maths of its own.
+
+It is checked against transformers through its callers: tests/test_model.py compares ``Model.forward`` with
+transformers at every traced intermediate, tests/test_generate.py compares ``generate`` with transformers' greedy
+decoding, tests/test_smollm2.py does both on a real GGUF file, and tests/test_gguf_tokenizers.py checks that
+``load_tokenizer`` gives the model's own tokenizer for every kind of path.
+
+next: errors.py.
 """
 
 from __future__ import annotations

@@ -23,6 +23,12 @@ nothing broader) to print its one-line message.
 
 The value errors also derive from ``ValueError`` (``FetchError`` from ``RuntimeError``), so code written
 against the standard exceptions keeps working.
+
+tests/test_layout.py checks that the package raises nothing outside this family (but the model maths'
+``ValueError``), and tests/test_hardening.py and tests/test_fuzz.py that every refusal of a corrupt file or a bad
+input is one of these errors, naming the file and the field.
+
+next: files.py.
 """
 
 from __future__ import annotations

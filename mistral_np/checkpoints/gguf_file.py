@@ -17,6 +17,12 @@ tensor. Tensor data is memory-mapped, never read here.
 
 gguf-py (``gguf.GGUFReader``) reads the same container and is the tests' independent reader; only its tables
 of ggml type names and block sizes are used here.
+
+tests/test_gguf.py reads files that gguf-py's ``GGUFWriter`` wrote; tests/test_hardening.py and
+tests/test_fuzz.py give it corrupt ones (misaligned offsets, absurd array counts, wrong value types, invalid
+UTF-8).
+
+next: back to gguf.py (the reader built on this container).
 """
 
 from __future__ import annotations

@@ -17,6 +17,12 @@ User errors (a bad file, a bad argument: every ``mistral_np.errors.MistralNPErro
 ``mistral-np: error: ...`` and exit with the error's status (2 for bad input, 1 for a failed download),
 with no traceback; anything else is a bug and keeps its traceback.
 This is the only place in the package that decides an exit status.
+
+tests/test_first_hour.py checks the help, the examples and ``--version``, tests/test_cli_generate.py that a user
+error is one line with exit status 2 (also in a real process), and tests/test_layout.py that nothing outside
+cli/ decides an exit status.
+
+next: common.py.
 """
 
 from __future__ import annotations

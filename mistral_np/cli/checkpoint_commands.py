@@ -4,6 +4,12 @@
                                         --check scans every tensor for NaN/Inf
     mistral-np quantize SRC DST         int4 (Q4_0) / int8 (Q8_0) copy of a checkpoint folder, streamed
     mistral-np fetch smollm2            a real pretrained model (GGUF) into weights/, checksum verified
+
+tests/test_first_hour.py runs ``info`` and ``fetch``; tests/test_quantize.py runs ``quantize`` with its quality
+report, and in a real process killed midway; tests/test_smollm2.py checks that a failed fetch is one line with
+exit status 1.
+
+next: generate.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""What the subcommands share: the ``-t/--threads`` option and the examples section of ``--help``."""
+"""What the subcommands share: the ``-t/--threads`` option and the examples section of ``--help``.
+
+tests/test_first_hour.py checks that every option of every command has help and shows its default, that the
+commands' help shows examples, and that ``-t`` sets the thread budget.
+
+next: checkpoint_commands.py.
+"""
 
 from __future__ import annotations
 

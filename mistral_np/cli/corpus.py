@@ -6,6 +6,11 @@
 
 The work is mistral_np.corpus.embed_corpus (corpus/job.py); this file only maps the flags onto it and prints
 the summary. Run it again with the same arguments after an interruption: it finishes the job.
+
+tests/test_corpus.py runs it with both engines: the shards equal ``Embedder.encode``, a killed run resumes to
+the uninterrupted output, and other recipes, models or inputs are refused before any work.
+
+next: serve.py.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ Without ``--output`` the JSON lines go to stdout.  Progress goes to stderr when 
 ``similarity`` embeds the query (with the instruction or prompt you give: e5-style models want one, e.g.
 ``--prompt-name web_search_query``) and the documents (plain), and prints ``score<TAB>document`` by
 decreasing cosine similarity.
+
+tests/test_cli_embed.py checks the files and the ranking against ``Embedder.encode`` (which tests/test_embed.py
+checks against sentence-transformers).
+
+next: corpus.py.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@
 Text goes to stdout; everything else (loading, the chat banner, a one-line timing summary after each answer)
 to stderr. MODEL is anything ``mistral_np.load_model`` accepts. Errors in the arguments or the model are
 reported by app.py as one line ``mistral-np: error: ...`` (exit 2).
+
+tests/test_cli_generate.py runs both through ``main`` and in a real process, on a tiny model with Mistral v0.1's
+tokenizer: the printed text equals ``Model.generate`` and ``Model.chat``, and each user error is one line.
+
+next: embed.py.
 """
 
 from __future__ import annotations

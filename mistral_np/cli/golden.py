@@ -9,6 +9,11 @@
 ``--prompts traps`` uses the trap prompts made for the model (mistral_np/golden/traps.py). compare prints a
 table, the first divergence and what it looks like, and exits 0 when everything is within tolerance, 1 when
 not; packs that cannot be compared are refused (exit 2). docs/golden-format.md describes the pack.
+
+tests/test_golden.py runs ``golden dump`` in real processes (two dumps are identical) and ``golden compare``
+through ``main`` (exit statuses 0, 1 and 2, the JSON report).
+
+next: trace.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@
 
 The server itself is mistral_np/serve/ (docs/serve.md). Errors in the arguments or the model are reported by
 app.py as one line ``mistral-np: error: ...``; the access log and the server's own lines go to stderr.
+
+tests/test_serve.py and tests/test_serve_smollm2.py start it as a real process and talk to it through the
+``openai`` client; tests/test_serve_units.py checks its help and its one-line errors.
+
+next: golden.py.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@
 3. What the first divergence looks like (diagnose.py), each hypothesis checked by recomputation.
 4. On logits: KL divergence, top-1 / top-5 agreement; with decode tensors, the first step where the greedy
    tokens differ.
+
+tests/test_golden.py checks it on transformers candidates (tools/hf_golden.py): clean ones pass, ones with a
+planted fault fail at the right tensor of the right layer, and packs of other prompts or shapes are refused.
+
+next: diagnose.py.
 """
 
 from __future__ import annotations

@@ -14,6 +14,13 @@ from the pack's own tensors (and, where a weight is involved, the pack's model),
                     padding position) or the mean over positions
     position        errors grow with the position, or only the last position differs
     localization    the tensor's inputs are within tolerance: the step itself (its weight or operation) differs
+
+tests/test_golden.py plants faults in transformers models (tools/hf_golden.py) and checks the diagnosis names
+each: a window one key wider, RoPE in the interleaved layout, another theta, another RMSNorm epsilon, a
+perturbed o_proj (localization), a transposed q_proj, and an embedder without EOS or pooled at a padding
+position.
+
+next: traps.py.
 """
 
 from __future__ import annotations

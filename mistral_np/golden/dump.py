@@ -18,6 +18,12 @@ runs.py) and its distance e from the float64 truth is measured;
 
 where e_pack is the pack's own distance from the truth (0 for a float64 pack) and eps_p the machine epsilon
 of precision p (float32's for the quantized ones). The float64 truth is this model run in float64.
+
+tests/test_golden.py checks that a transformers candidate (tools/hf_golden.py) passes within the measured budget
+against float32 and float64 dumps, that a float32 dump passes against the float64 one, that dumps in two
+processes are identical, and how prompt files are read.
+
+next: compare.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ llama.cpp graph tensor (the name ``llama-eval-callback`` / ``GGML_SCHED`` debugg
 that holds the same values, with the layout difference to undo when there is one. Read from transformers
 5.23's ``modeling_mistral.py`` and llama.cpp's ``src/models/llama.cpp`` / ``src/llama-graph.cpp`` as vendored
 in llama-cpp-python 0.3.36.
+
+No test reads this table; its transformers column is what tools/hf_reference.py:hf_trace hooks, independently,
+for the transformers candidates of tests/test_golden.py, and its llama.cpp column is checked by no test
+(llama-cpp-python gives tools/llama_cpp_golden.py the logits only).
+
+next: runs.py.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ transformers module and the GGUF / llama.cpp tensor it corresponds to.
 
 ``write_pack`` writes atomically (a temporary folder renamed into place); ``read_pack`` checks the manifest and
 every file before anything is used, and refuses a pack with a ``GoldenPackError`` naming the file and field.
+
+tests/test_golden.py reads packs back with safetensors' own loader and with the plain NumPy reader of
+docs/golden-format.md, and checks that a folder that is not a pack is refused.
+
+next: names.py.
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ One more run, internal to the error budget (dump.py): ``float32-angles``, a floa
 angles p * theta^(-2i/Dh) are computed in float32, as transformers and llama.cpp compute them (mistral_np
 computes them in float64, then rounds): its distance from the truth is what a typical float32 backend's is,
 and it grows with the position (an angle at position p is off by up to p * 2^-24 of itself).
+
+tests/test_golden.py checks the plain runs against transformers candidates (tools/hf_golden.py) and the variants
+against their references: ``window+1`` against transformers with a window one key wider, ``bf16-act`` falling
+outside the float32 budget from the first tensor on.
+
+next: dump.py.
 """
 
 from __future__ import annotations

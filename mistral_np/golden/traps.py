@@ -9,6 +9,11 @@
     query         (embedders) a query with its instruction: "Instruct: ...\\nQuery: ..."
     batch         (embedders) texts of different lengths marked to be run as one left-padded batch: the pooled
                   token must be each text's own last token, not a padding position
+
+tests/test_golden.py dumps the embedder traps and checks a transformers candidate on them, the left-padded batch
+included; the model traps are not run by a test (its own prompts cover the window, far positions and decoding).
+
+next: serve/__init__.py (the server; its docstring starts that package's reading order).
 """
 
 from __future__ import annotations
