@@ -3,7 +3,8 @@
 Every file mistral_np writes (a quantized folder, a safetensors file, an ``.npy`` of embeddings, a golden
 pack, a fetched model) goes through ``atomic_file`` or ``atomic_folder``: the bytes are written under a
 temporary name in the destination's own folder, flushed to disk, and renamed into place only when complete,
-so an interrupted run never leaves a half-written file under the real name. The temporary file is created
+so an interrupted run never leaves a half-written file under the real name. A device or a pipe (``/dev/null``,
+``/dev/stdout``, a FIFO) is written in place: renaming over it would replace the device with a regular file. The temporary file is created
 with mode 0666 and the folder with 0777, both reduced by the process umask exactly as ``open`` or ``mkdir``
 would, so outputs get the permissions the user expects (``tempfile.mkstemp`` would give 0600).
 
@@ -11,6 +12,11 @@ would, so outputs get the permissions the user expects (``tempfile.mkstemp`` wou
         np.save(f, vectors)                  # on success: fsync, rename to out.npy; on error: removed
     with atomic_folder("dst") as tmp:        # a folder ".dst.partial-<pid>-<n>" beside dst
         ...write files into tmp...           # on success renamed to dst (replacing it if replace=True)
+
+Tested in tests/test_first_hour.py (permissions, devices and pipes), tests/test_quantize.py (a killed run leaves
+nothing loadable) and tests/test_corpus.py (shards written atomically).
+
+next: threads.py.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import stat
 
 from .errors import FileAccessError, InvalidArgumentError, PathNotFoundError
 
@@ -36,6 +43,13 @@ def atomic_file(path: str, mode: str = "wb"):
     """A file object that becomes ``path`` only if the block completes (see the module docstring)."""
     if mode not in ("wb", "w"):
         raise InvalidArgumentError(f"atomic_file mode must be 'wb' or 'w', got {mode!r}")
+    if _is_special(path):  # /dev/null, /dev/stdout, a named pipe: renaming over it would replace the device
+        try:
+            with open(path, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+                yield f
+        except OSError as e:
+            raise FileAccessError(f"{path}: cannot write ({e.strerror or e})") from None
+        return
     tmp = _temporary_name(path, "tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as for open()
@@ -53,6 +67,29 @@ def atomic_file(path: str, mode: str = "wb"):
         if isinstance(e, OSError) and not isinstance(e, FileAccessError):
             raise FileAccessError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
+
+
+def _is_special(path: str) -> bool:
+    """An existing file that is neither a regular file nor a folder: a device, a pipe or a socket. It is
+    written in place (there is nothing half-written to protect: its bytes go straight to the device)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+
+
+def read_text(path: str) -> str:
+    """A user's UTF-8 text file (prompts, a report's text), with errors that name it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise PathNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise InvalidArgumentError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise FileAccessError(f"{path}: cannot read ({e.strerror})") from None
 
 
 @contextlib.contextmanager

@@ -24,6 +24,10 @@ the documented switches of both libraries, before they start, to wait briefly an
 It only fills in variables the user has not set, and only reaches a library that has not started yet:
 ``import mistral_np`` before NumPy does it for every pool; the command line always does. Measured in
 docs/performance.md ("Threads on a shared machine").
+
+Tested in tests/test_threads.py.
+
+next: embeddings/presets.py.
 """
 
 from __future__ import annotations

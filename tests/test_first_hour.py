@@ -8,10 +8,10 @@ weights/README.md, a folder holding one .gguf is that model; 5 the chat banner, 
 """
 
 import io
+import json
 import os
 import re
 import shlex
-import shutil
 import sys
 
 import numpy as np
@@ -102,8 +102,9 @@ def test_a_folder_holding_one_gguf_is_that_model(smollm2, tmp_path, capsys):
 
 # 5 -----------------------------------------------------------------------------------------------------------
 
-def test_chat_banner_help_and_unknown_commands(tiny, capsys, monkeypatch):
-    lines = iter(["/help", "/frobnicate", "/system Be brief.", "Hi", "/save " + os.devnull, "/exit"])
+def test_chat_banner_help_and_unknown_commands(tiny, capsys, monkeypatch, tmp_path):
+    saved = str(tmp_path / "chat.json")
+    lines = iter(["/help", "/frobnicate", "/system Be brief.", "Hi", "/save " + saved, "/exit"])
     monkeypatch.setattr(sys, "stdin", Tty(""))
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert main(["chat", tiny, "-n", "4", "--temperature", "0"]) == 0
@@ -117,6 +118,10 @@ def test_chat_banner_help_and_unknown_commands(tiny, capsys, monkeypatch):
     expected = "".join(model.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                                   max_new_tokens=4, temperature=0))
     assert out.startswith(expected)
+    with open(saved, encoding="utf-8") as f:
+        messages = json.load(f)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"] and messages[1]["content"] == "Hi"
+    assert messages[2]["content"] == out[:len(messages[2]["content"])] and messages[2]["content"]
 
 
 # 6 -----------------------------------------------------------------------------------------------------------
@@ -145,6 +150,30 @@ def test_minus_one_and_threads(tiny, capsys):
     assert numba.get_num_threads() == 1
     from mistral_np.threads import set_threads
     set_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default(capsys):
+    import argparse
+    from mistral_np.cli.app import build_parser
+    from mistral_np.cli.common import HelpFormatter
+
+    def parsers(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    for name, parser in parsers(build_parser(), "mistral-np"):
+        options = [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+        for a in options:
+            assert (a.help or "").strip(), f"{name} {a.option_strings[0]}: no help text"
+        if any(a.default not in (None, False, True, argparse.SUPPRESS) for a in options):
+            assert issubclass(parser.formatter_class, HelpFormatter), f"{name}: its defaults are not shown"
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-prefix-reuse always prefill" in text and "(default: True)" not in text   # a flag's bool says nothing
 
 
 # 7 -----------------------------------------------------------------------------------------------------------
@@ -183,10 +212,31 @@ def test_output_files_respect_the_umask(smollm2, tmp_path, capsys, monkeypatch):
         os.umask(old)
 
 
+def test_an_output_that_is_a_device_or_a_pipe_stays_one(tmp_path):
+    """atomic_file writes a regular file beside its target and renames it over the target: over /dev/null (run as
+    root) that replaced the device with a regular file. A device or a pipe is written in place."""
+    import stat
+    import threading
+    from mistral_np.files import atomic_file
+    fifo = str(tmp_path / "pipe")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    with atomic_file(fifo) as f:
+        f.write(b"vectors")
+    reader.join(timeout=10)
+    assert got == [b"vectors"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]                  # no temporary beside it
+    was_device = stat.S_ISCHR(os.stat(os.devnull).st_mode)     # (another program may have replaced it already)
+    with atomic_file(os.devnull, "w") as f:
+        f.write("nothing")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode) == was_device
+
+
 # 10 ----------------------------------------------------------------------------------------------------------
 
 def test_weights_readme_lists_q4_1():
     text = open(os.path.join(ROOT, "weights", "README.md"), encoding="utf-8").read()
     gguf_row = next(line for line in text.splitlines() if "GGUF files (`llama`, `mistral` architectures)" in line)
     assert "Q4_1" in gguf_row
-    assert shutil.which("true")                                        # (nothing else to check)

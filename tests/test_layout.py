@@ -157,14 +157,7 @@ def next_targets(path: str) -> list[str] | None:
     return re.findall(r"[\w./-]*\w(?:\.py|\.md|/)", m.group(1)) if m else None
 
 
-# Modules other people are editing: they lack a next: line for now, and this test fails (XPASS, strict) once
-# they have one, so that they are taken off this list.
-WITHOUT_NEXT_FOR_NOW = {"mistral_np.files", "mistral_np.threads"}
-
-
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="no next: line yet")) if m in WITHOUT_NEXT_FOR_NOW
-    else m for m in sorted(MODULES) if not MODULES[m].endswith("__init__.py")])
+@pytest.mark.parametrize("module", [m for m in sorted(MODULES) if not MODULES[m].endswith("__init__.py")])
 def test_every_module_says_which_file_to_read_next(module):
     """Every module's docstring has a ``next:`` line, and each file (or package folder) it names exists: beside
     the module, under mistral_np/, or from the repository root."""

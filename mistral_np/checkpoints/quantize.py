@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import CheckpointError, InvalidArgumentError
 from ..files import atomic_file, atomic_folder, sha256_of
+from ..quant.common import Q
 from ..model.ops import log_softmax
 from .detect import open_checkpoint
 from .pipeline import check_tensors, read_float
@@ -61,9 +62,9 @@ def quantize_checkpoint(src: str, dst: str, qtype: str = "q4_0", progress: bool 
     check_tensors(ckpt)
     cfg = ckpt.config
     for name, t in ckpt.tensors.items():
-        if len(t.shape) == 2 and t.shape[1] % 32:
+        if len(t.shape) == 2 and t.shape[1] % Q:
             raise CheckpointError(f"{t.file}: tensor {t.key!r} has {t.shape[1]} columns, not a multiple of the "
-                                  "32-element quantization block")
+                                  f"{Q}-element quantization block")
     quantizer = {"q4_0": quantize_q4_0, "q8_0": quantize_q8_0}
     t0 = time.time()
     with atomic_folder(dst, replace=force) as tmp:

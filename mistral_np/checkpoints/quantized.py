@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from ..errors import CheckpointError, ConfigError
+from ..quant.common import Q
 from .config_files import from_hf_dict, read_json
 from .safetensors import SafetensorsFile
 from .source import Checkpoint, StoredTensor, TokenizerSource
@@ -40,7 +41,7 @@ def packed_shape(shape: tuple, t: str) -> tuple:
     """The stored shape of a tensor of logical ``shape`` and type ``t`` ("f32", "q4_0", "q8_0")."""
     if t == "f32":
         return tuple(shape)
-    return (shape[0], shape[1] // 32 * _block_bytes(t))
+    return (shape[0], shape[1] // Q * _block_bytes(t))
 
 
 def is_quantized_folder(folder: str) -> bool:
@@ -72,8 +73,8 @@ def read_quantized_folder(folder: str) -> Checkpoint:
             raise CheckpointError(f"{where}: unknown type {t!r} (expected one of f32, {', '.join(TYPES)})")
         if not (isinstance(shape, list) and len(shape) in (1, 2) and all(type(s) is int and s > 0 for s in shape)):
             raise CheckpointError(f"{where}: malformed shape {shape!r}")
-        if t != "f32" and (len(shape) != 2 or shape[1] % 32):
-            raise CheckpointError(f"{where}: type {t} needs a matrix whose rows are whole 32-element blocks, "
+        if t != "f32" and (len(shape) != 2 or shape[1] % Q):
+            raise CheckpointError(f"{where}: type {t} needs a matrix whose rows are whole {Q}-element blocks, "
                                   f"got shape {shape}")
         if name not in st.tensors:
             raise CheckpointError(f"{st.path}: missing tensor {name!r} listed in {MANIFEST}")

@@ -87,26 +87,14 @@ def cmd_quantize(args) -> int:
         ref, quant = load_model(args.src), load_model(args.dst)
         if ref.tokenizer is None:
             raise InvalidArgumentError(f"{args.src}: --report needs a tokenizer in the source folder")
-        text = _read_text(args.report)
+        from ..files import read_text
+        text = read_text(args.report)
         ids = ref.tokenizer.encode(text, bos=ref.tokenizer.bos_id is not None)[: args.report_tokens]
         r = quality_report(ref, quant, np.array(ids))
         print(f"quality on {r['tokens']} tokens of {args.report}: KL mean {r['kl_mean']:.5f} max {r['kl_max']:.4f} "
               f"nats, top-1 agreement {100 * r['top1_agreement']:.1f} %, perplexity {r['ppl_float']:.3f} -> "
               f"{r['ppl_quantized']:.3f} ({100 * r['ppl_change']:+.2f} %)")
     return 0
-
-
-def _read_text(path: str) -> str:
-    from ..errors import FileAccessError, InvalidArgumentError, PathNotFoundError
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise PathNotFoundError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise InvalidArgumentError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise FileAccessError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def cmd_fetch(args) -> int:

@@ -36,7 +36,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if default is None or default is False or default is argparse.SUPPRESS or "default" in text \
-                or not action.option_strings:
+        if default is None or isinstance(default, bool) or default is argparse.SUPPRESS or "default" in text \
+                or not action.option_strings:  # a flag's True/False default says nothing (--no-x: "default: True")
             return text
         return f"{text} (default: {default})"

@@ -63,7 +63,7 @@ def add_embed_commands(sub) -> None:
     p.add_argument("--query", required=True, help="the query text")
     p.add_argument("docs", nargs="*", metavar="DOC", help="documents to rank")
     p.add_argument("--docs", dest="docs_file", help="file with one document per line")
-    p.add_argument("--top", type=int, default=None, help="print only the best K")
+    p.add_argument("--top", type=int, default=None, help="print only the best K (default: all)")
     p.set_defaults(func=cmd_similarity)
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import sys
 
+from .common import HelpFormatter
+
 
 def add_golden_commands(sub) -> None:
     g = sub.add_parser("golden", help="golden values: dump a model's every intermediate, compare another backend's",
                        description="Reference activations for other backends (docs/golden-format.md).")
     gs = g.add_subparsers(dest="golden_command", required=True)
     p = gs.add_parser("dump", help="run a model on prompts and write every intermediate as a pack",
-                      epilog="example: mistral-np golden dump weights/SmolLM2-135M-Instruct.Q4_1.gguf "
+                      formatter_class=HelpFormatter, epilog="example: mistral-np golden dump weights/SmolLM2-135M-Instruct.Q4_1.gguf "
                              "--prompts traps --out packs/smollm2 --generate 8")
     p.add_argument("model", help="checkpoint (anything load_model accepts)")
     p.add_argument("--prompts", required=True,
@@ -48,7 +50,7 @@ def add_golden_commands(sub) -> None:
     p.set_defaults(func=cmd_dump)
 
     p = gs.add_parser("compare", help="compare a candidate pack with a reference pack",
-                      epilog="example: mistral-np golden compare packs/smollm2 packs/my-port --json report.json")
+                      formatter_class=HelpFormatter, epilog="example: mistral-np golden compare packs/smollm2 packs/my-port --json report.json")
     p.add_argument("pack", help="the reference pack (from golden dump)")
     p.add_argument("candidate", help="the pack another backend wrote (docs/golden-format.md)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance instead of the pack's budget")

@@ -33,6 +33,7 @@ import textwrap
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from .common import HelpFormatter
 
 COLUMNS = 80
 HEADS_PER_TABLE = 9          # attention columns that fit in 80 characters next to the key labels
@@ -42,7 +43,7 @@ MAX_KEY_ROWS = 24            # attention rows shown before keys are elided
 def add_trace_commands(sub) -> None:
     """Register ``trace`` on the ``mistral-np`` sub-parsers."""
     p = sub.add_parser("trace", help="per-layer shapes and statistics, attention, logit lens, cache map",
-                       description="Run one forward pass and show what each stage of each layer computes.",
+                       formatter_class=HelpFormatter, description="Run one forward pass and show what each stage of each layer computes.",
                        epilog='example: mistral-np trace weights/SmolLM2-135M-Instruct.Q4_1.gguf '
                               '"The capital of France is" --attention --layer 5')
     p.add_argument("model", help="model folder or file (anything load_model accepts)")
@@ -60,7 +61,8 @@ def add_trace_commands(sub) -> None:
                                                                 "whole prompt without a window)")
     p.add_argument("--window", type=int, default=None,
                    help="run with this sliding window instead of the config's (an experiment)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the precision of the run (float64: the truth the float32 path is measured against)")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.set_defaults(func=cmd_trace)
 

@@ -54,8 +54,8 @@ PROBS_MAX_TOKENS = 256      # attention probabilities are recorded for prompts u
 def read_prompt_specs(path: str) -> list[dict]:
     """A prompts file: one prompt per line, or JSON lines with ``text`` (and optional ``instruction``, ``name``,
     ``position_offset``, ``generate``, ``batch``, ``ids``)."""
-    from ..cli.checkpoint_commands import _read_text  # the one reader of user text files
-    lines = [line for line in _read_text(path).splitlines() if line.strip()]
+    from ..files import read_text  # the one reader of user text files
+    lines = [line for line in read_text(path).splitlines() if line.strip()]
     if not lines:
         raise InvalidArgumentError(f"{path}: no prompts (one per line, or JSON lines with a 'text' field)")
     specs = []
