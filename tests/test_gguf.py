@@ -12,6 +12,8 @@ import gguf
 import numpy as np
 import pytest
 import sentencepiece
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from gguf import GGMLQuantizationType as QT
 
@@ -160,9 +162,19 @@ def test_sentencepiece_vocabulary_in_gguf_equals_sentencepiece(tmp_path):
     tok = tokenizer_from_metadata(read_metadata(open_gguf(path)), path)
     assert tok.add_bos_token and (tok.bos_id, tok.eos_id) == (1, 2)
     with open(os.path.join(ROOT, "tests", "data", "tricky_texts.json")) as f:
-        for text in json.load(f):
-            assert tok.encode(text) == sp.encode(text), repr(text)
-            assert tok.decode(tok.encode(text)) == sp.decode(sp.encode(text)), repr(text)
+        texts = json.load(f)
+    with open(os.path.join(ROOT, "tests", "data", "tokenizer_corpus.json"), encoding="utf-8") as f:
+        texts += json.load(f)["texts"]                       # the corpus the other GGUF vocabularies are checked on
+    for text in texts:
+        assert tok.encode(text) == sp.encode(text), repr(text)
+        assert tok.decode(tok.encode(text)) == sp.decode(sp.encode(text)), repr(text)
+    _random_texts_equal_sentencepiece(tok, sp)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
+def _random_texts_equal_sentencepiece(tok, sp, text):
+    assert tok.encode(text) == sp.encode(text), repr(text)
 
 
 # --- errors: one line naming the file and the key or tensor ------------------------------------------
