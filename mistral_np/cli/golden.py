@@ -12,6 +12,8 @@ not; packs that cannot be compared are refused (exit 2). docs/golden-format.md d
 
 tests/test_golden.py runs ``golden dump`` in real processes (two dumps are identical) and ``golden compare``
 through ``main`` (exit statuses 0, 1 and 2, the JSON report).
+tests/test_golden_cli.py runs ``golden dump --prompts traps`` (and ``--variant fp16-act``) and every ``compare``
+flag through ``main``.
 
 next: trace.py.
 """

@@ -14,6 +14,8 @@
 
 tests/test_golden.py checks it on transformers candidates (tools/hf_golden.py): clean ones pass, ones with a
 planted fault fail at the right tensor of the right layer, and packs of other prompts or shapes are refused.
+tests/test_golden_cli.py checks --atol, --rtol, --precision and --map through the command line, and that a single
+planted wrong element is named at its exact place (positions absolute, key positions too).
 
 next: diagnose.py.
 """
@@ -171,8 +173,9 @@ def metrics(prompt: str, name: str, ref: np.ndarray, cand: np.ndarray, tolerance
     cosine = float(np.sum(ref * cand) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape)) if diff.size else ()
     where = _where(name, ref.shape, idx) if idx else {}
-    if "position" in where:
-        where["position"] += position_offset
+    for axis in ("position", "key_position"):                  # absolute positions, as the prompt's ids sit
+        if axis in where:
+            where[axis] += position_offset
     where.update(pack=float(ref[idx]) if idx else None, candidate=float(cand[idx]) if idx else None)
     ok = bool(np.all(np.isfinite(cand)) and max_abs <= tolerance)
     return TensorResult(prompt, name, list(ref.shape), max_abs, max_rel, nmse, nmse_db, cosine,
@@ -200,6 +203,11 @@ def _tolerance(ref: Pack, prompt, name, precision, atol, rtol, scale) -> float:
     return tol if tol is not None else FALLBACK_RTOL * scale
 
 
+def _has_budget(ref: Pack, precision: str) -> bool:
+    return any(precision in (tols or {}) for per_prompt in (ref.manifest.get("tolerance") or {}).values()
+               for tols in (per_prompt or {}).values())
+
+
 def compare_packs(pack_path: str, candidate_path: str, atol: float | None = None, rtol: float | None = None,
                   names_map: dict | None = None, precision: str | None = None, model=None) -> Report:
     """Compare a candidate pack with a reference pack; ``model`` (a loaded mistral_np Model or a path) lets the
@@ -210,6 +218,10 @@ def compare_packs(pack_path: str, candidate_path: str, atol: float | None = None
     if precision not in EPS:
         raise GoldenPackError(f"unknown candidate precision {precision!r}; known: {', '.join(EPS)}")
     report = Report(pack=ref.path, candidate=cand.path, precision=precision, notes=preflight(ref, cand))
+    if atol is None and rtol is None and not _has_budget(ref, precision):
+        hint = "float32" if precision == "float64" else precision        # float64's comes from float32's
+        report.notes.append(f"the pack has no error budget for precision {precision} (dump it with --budget "
+                            f"{hint}): tolerance {FALLBACK_RTOL:g} x max |pack| per tensor instead")
     rename = {ours: theirs for theirs, ours in (names_map or {}).items()}
     loaded, first_index = {}, None
     order = []                                             # forward order of tensor names across prompts

@@ -82,6 +82,11 @@ def _pieces(tokenizer, ids) -> list[str]:
     return [tokenizer.id_to_piece(i) for i in ids] if tokenizer is not None else [str(i) for i in ids]
 
 
+def _label(spec: dict) -> str | None:
+    """The spec's ``name``, kept in the manifest as the prompt's ``label`` (files stay pNNN.safetensors)."""
+    return None if spec.get("name") is None else str(spec["name"])
+
+
 def _forward_prompt(model, spec: dict, index: int, generate: int) -> Prompt:
     tok = model.tokenizer
     if "ids" in spec:
@@ -101,7 +106,7 @@ def _forward_prompt(model, spec: dict, index: int, generate: int) -> Prompt:
     if offset and steps:
         steps = 0                                          # decoding is recorded from position 0 only
     return Prompt(name=f"p{index:03d}", kind="forward", text=spec.get("text"), ids=ids, pieces=_pieces(tok, ids),
-                  position_offset=offset, generate=steps, instruction=spec.get("instruction"))
+                  position_offset=offset, generate=steps, instruction=spec.get("instruction"), label=_label(spec))
 
 
 def _embed_prompt(embedder, spec: dict, index: int) -> tuple[Prompt, int]:
@@ -109,7 +114,8 @@ def _embed_prompt(embedder, spec: dict, index: int) -> tuple[Prompt, int]:
     prompt = embedder.prompt(instruction=instruction) if instruction else ""
     ids, n_prompt = embedder.token_ids(spec["text"], prompt)
     return Prompt(name=f"p{index:03d}", kind="embed", text=spec["text"], ids=ids,
-                  pieces=_pieces(embedder.tokenizer, ids), instruction=instruction, batch=spec.get("batch")), n_prompt
+                  pieces=_pieces(embedder.tokenizer, ids), instruction=instruction, batch=spec.get("batch"),
+                  label=_label(spec)), n_prompt
 
 
 # --- one prompt at one precision -------------------------------------------------------------------

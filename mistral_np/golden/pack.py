@@ -39,7 +39,7 @@ DTYPES = {"float32": "F32", "float64": "F64"}
 @dataclass
 class Prompt:
     """One prompt of a pack: what was fed to the model, and the file holding its tensors."""
-    name: str                         # "p000"
+    name: str                         # "p000": the prompt's file stem
     kind: str                         # "forward" (a causal LM's forward pass) or "embed" (an embedder's)
     text: str | None
     ids: list[int]
@@ -49,6 +49,7 @@ class Prompt:
     batch: str | None = None          # "left-padded": a candidate should run this prompt in a left-padded batch
     generate: int = 0                 # greedy decode steps recorded (decode.* tensors)
     tensors: list[str] = field(default_factory=list)   # tensor names in forward order
+    label: str | None = None          # the prompts file's "name" (a trap's: long, far, specials, decode, ...)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

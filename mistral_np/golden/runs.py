@@ -20,6 +20,8 @@ and it grows with the position (an angle at position p is off by up to p * 2^-24
 tests/test_golden.py checks the plain runs against transformers candidates (tools/hf_golden.py) and the variants
 against their references: ``window+1`` against transformers with a window one key wider, ``bf16-act`` falling
 outside the float32 budget from the first tensor on.
+tests/test_golden_cli.py checks ``fp16-act``: one float16 rounding of the embeddings, within the float16 budget,
+outside the float32 one; its decode tensors are the plain run's (greedy_decode has no rounding variant).
 
 next: dump.py.
 """

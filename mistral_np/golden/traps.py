@@ -10,8 +10,10 @@
     batch         (embedders) texts of different lengths marked to be run as one left-padded batch: the pooled
                   token must be each text's own last token, not a padding position
 
-tests/test_golden.py dumps the embedder traps and checks a transformers candidate on them, the left-padded batch
-included; the model traps are not run by a test (its own prompts cover the window, far positions and decoding).
+Each spec's ``name`` is kept in the pack as the prompt's ``label``. tests/test_golden.py dumps the embedder traps
+and checks a transformers candidate on them, the left-padded batch included; tests/test_golden_cli.py dumps the
+model traps with ``golden dump --prompts traps`` (long > 3W with the window biting, positions from 30000, special
+tokens kept as text, 8 decode steps) and checks that a float32 dump of them passes ``golden compare``.
 
 next: serve/__init__.py (the server; its docstring starts that package's reading order).
 """
