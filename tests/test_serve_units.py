@@ -86,3 +86,17 @@ def test_serve_help_has_defaults_and_examples_and_errors_are_one_line(capsys, tm
     assert len(err) >= 1 and err[-1].startswith("mistral-np: error:")
     assert main(["serve", str(tmp_path), "--slots", "0"]) == 2
     assert "--slots must be >= 1" in capsys.readouterr().err
+
+
+def test_the_server_listens_on_loopback_unless_told_otherwise():
+    """Bound to 127.0.0.1 by default, from the command line and from Python: another machine cannot reach it."""
+    import inspect
+    from mistral_np.cli.app import build_parser
+    from mistral_np.serve.server import listen, run
+    assert build_parser().parse_args(["serve", "model.gguf"]).host == "127.0.0.1"
+    assert inspect.signature(run).parameters["host"].default == "127.0.0.1"
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
