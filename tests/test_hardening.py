@@ -1,11 +1,14 @@
 """Untrusted files: one regression test per family of failure a hostile-user session found (docs/reliability.md).
 
-Accepted silently before: overlapping safetensors ranges, misaligned GGUF offsets, a GGUF type id that disagrees
-with the bytes, NaN weights. Hangs and runaway memory: absurd layer counts, corrupt GGUF array counts and
-value types, deeply nested JSON. Unclear refusals: config values of the wrong type, zero heads, heads that do not
+Accepted silently before: overlapping safetensors ranges, duplicate tensor names, misaligned GGUF offsets, a GGUF
+type id that disagrees with the bytes, NaN weights (and ranges stored out of order, which are valid, must still
+load). Hangs and runaway memory: absurd layer counts (config.json and GGUF block_count), corrupt GGUF array counts
+and value types, deeply nested JSON. Unclear refusals: config values of the wrong type, zero heads, heads that do not
 divide the hidden size, a non-string safetensors dtype, a shape too large for int64, GGUF metadata of the wrong
 type or with invalid UTF-8, quantized-manifest entries with an unknown or wrongly-cased type or a missing key, a
-1-D tensor declared as a block type; text inputs (a lone surrogate, bytes, None/NaN ids, a negative seed).
+1-D tensor declared as a block type; text inputs (a lone surrogate, bytes, None/NaN ids, a negative seed); a
+config value that disagrees with the tensors' shapes. Outputs: quantized folders and golden packs get the umask's
+permissions.
 The tokenizer families (a 400,000-character token, <0xZZ> byte pieces) are in tests/test_tokenizer_inputs.py and
 tests/test_gguf_tokenizers.py. Every refusal must be an error of mistral_np's family naming the file and the
 field or tensor.
@@ -15,6 +18,8 @@ import json
 import os
 import shutil
 import struct
+import time
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -76,7 +81,56 @@ def test_overlapping_safetensors_ranges(bases, tmp_path):
     a, b = "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight"
     header[b]["data_offsets"] = header[a]["data_offsets"]
     write_header(f, header, data)
-    refused(d, CheckpointError, "model.safetensors", "overlaps")
+    refused(d, CheckpointError, "model.safetensors", "overlaps", a, b)
+
+
+def test_a_moved_safetensors_range_names_the_tensor_that_moved(bases, tmp_path):
+    """A tensor moved onto another leaves a hole too: the overlap, which names it, is reported, not the hole
+    (which could only name a neighbour)."""
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    a, b = "model.layers.0.self_attn.o_proj.weight", "model.layers.1.self_attn.q_proj.weight"
+    header[a]["data_offsets"] = header[b]["data_offsets"]
+    write_header(f, header, data)
+    refused(d, CheckpointError, "model.safetensors", "overlaps", a, b)
+
+
+def test_duplicate_safetensors_tensor_names(bases, tmp_path):
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    name = "model.norm.weight"
+    h = json.dumps(header).encode()[:-1] + b", " + json.dumps(name).encode() + b": " + \
+        json.dumps(header[name]).encode() + b"}"
+    h += b" " * (-len(h) % 8)
+    open(f, "wb").write(struct.pack("<Q", len(h)) + h + data)
+    refused(d, CheckpointError, "model.safetensors", name, "twice")
+
+
+def test_safetensors_ranges_out_of_order_load_as_their_offsets_say(bases, tmp_path):
+    """The data section in the reverse of the header's order (valid: the ranges tile it in some order) gives the
+    same model; the same with a hole between two ranges is refused, naming the tensors around it."""
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    meta = header.pop("__metadata__", None)
+    chunks, at = {}, 0
+    for name in reversed(list(header)):
+        start, end = header[name]["data_offsets"]
+        chunks[name] = data[start:end]
+        header[name]["data_offsets"] = [at, at + end - start]
+        at += end - start
+    if meta is not None:
+        header["__metadata__"] = meta
+    write_header(f, header, b"".join(chunks.values()))
+    ids = [1, 5, 9, 3]
+    assert np.array_equal(mistral_np.load_model(d).forward(ids), mistral_np.load_model(bases["hf"]).forward(ids))
+    names = list(chunks)                                     # in data order
+    for name in names[1:]:
+        header[name]["data_offsets"] = [o + 64 for o in header[name]["data_offsets"]]
+    write_header(f, header, b"".join(chunks.values()) + bytes(64))
+    refused(d, CheckpointError, "model.safetensors", names[0], names[1], "unaccounted")
 
 
 def test_misaligned_gguf_offset_and_a_type_that_disagrees_with_the_bytes(bases, tmp_path):
@@ -133,6 +187,24 @@ def test_absurd_layer_counts_are_refused_before_anything_is_allocated(bases, tmp
     cfg["num_hidden_layers"] = layers
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
     refused(d, ConfigError, "config.json", "num_hidden_layers")
+
+
+@pytest.mark.parametrize("layers", [10 ** 9, 2 ** 40])
+def test_absurd_gguf_block_counts_are_refused_quickly_without_a_big_allocation(bases, tmp_path, layers):
+    f = tmp_path / "layers.gguf"
+    if layers < 2 ** 32:                                                     # llama.block_count is a u32
+        _rewrite_gguf_metadata(bases["gguf"], f, "llama.block_count", 4, struct.pack("<I", layers))
+    else:                                                                    # ... or a u64 for 2**40
+        _rewrite_gguf_metadata(bases["gguf"], f, "llama.block_count", 10, struct.pack("<Q", layers))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        msg = refused(f, GGUFError, "layers.gguf", "llama.block_count")
+        seconds, (_, peak) = time.perf_counter() - t0, tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(layers) in msg
+    assert seconds < 2.0 and peak < 32 << 20, (seconds, peak)
 
 
 def test_corrupt_gguf_array_count_and_value_type(bases, tmp_path):
@@ -192,6 +264,24 @@ def test_heads_that_do_not_divide_the_hidden_size_name_the_fields(bases, tmp_pat
     refused(d, ConfigError, "hidden_size (64) is not divisible by num_attention_heads (3)")
 
 
+@pytest.mark.parametrize("file, field, value, needle", [
+    ("config.json", "num_key_value_heads", None, "config.json: num_key_value_heads * head_dim = 4 * 16"),
+    ("config.json", "vocab_size", 3, "config.json: vocab_size = 3"),
+    ("params.json", "dim", 3, "params.json: dim = 3"), ("params.json", "n_layers", 1, "params.json: n_layers = 1")])
+def test_a_config_value_that_disagrees_with_the_tensors_is_named(bases, tmp_path, file, field, value, needle):
+    """Valid on its own, wrong for the weights: the refusal names the tensor and the config field, as the config
+    file spells it (None: HF's default, as many key-value heads as query heads)."""
+    if file == "params.json":
+        from tools.builders import write_consolidated
+        d = write_consolidated(bases["hf"], str(tmp_path / "c"))
+    else:
+        d = copy(bases["hf"], tmp_path / "m")
+    cfg = json.load(open(os.path.join(d, file)))
+    cfg[field] = value
+    json.dump(cfg, open(os.path.join(d, file), "w"))
+    refused(d, CheckpointError, needle)
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"dtype": 5}, "unsupported dtype 5"), ({"shape": [2 ** 40, 2 ** 40, 2 ** 40]}, "data_offsets"),
     ({"shape": [-3]}, "malformed shape")])
@@ -223,6 +313,36 @@ def test_gguf_metadata_of_the_wrong_type_or_invalid_utf8(bases, tmp_path):
     f = _rewrite_gguf_metadata(bases["gguf"], tmp_path / "utf8.gguf", "general.architecture", 8,
                                struct.pack("<Q", len(arch)) + arch)
     refused(f, GGUFError, "utf8.gguf", "general.architecture", "UTF-8")
+    f = _rewrite_gguf_metadata(bases["gguf"], tmp_path / "shift.gguf", "llama.block_count", 12,  # u32 -> f64:
+                               struct.pack("<I", 3))                       # eats 4 bytes of the next key's length
+    refused(f, GGUFError, "shift.gguf", "the one after 'llama.block_count'")
+
+
+@pytest.mark.parametrize("where, needle", [("config.json", "in the value of key 'rope_scaling'"),
+                                           ("params.json", "not UTF-8 text"), ("safetensors", "'__metadata__'")])
+def test_json_errors_name_the_key(bases, tmp_path, where, needle):
+    """Too deep, or not UTF-8, inside one key's value: the key is named."""
+    d = copy(bases["hf"], tmp_path / "m")
+    if where == "safetensors":
+        f = os.path.join(d, "model.safetensors")
+        header, data = header_of(f)
+        h = json.dumps(header).encode()[:-1] + b', "__metadata__": ' + b"[" * 100 + b"]" * 100 + b"}"
+        h += b" " * (-len(h) % 8)
+        open(f, "wb").write(struct.pack("<Q", len(h)) + h + data)
+        refused(d, CheckpointError, "model.safetensors", needle)
+        return
+    if where == "params.json":
+        from tools.builders import write_consolidated
+        d = write_consolidated(bases["hf"], str(tmp_path / "c"))
+        f = os.path.join(d, "params.json")
+        cfg = json.load(open(f))
+        open(f, "wb").write(json.dumps(cfg)[:-1].encode() + b', "n_heads": "\xed\xa0\x80"}')   # a lone surrogate
+        refused(d, ConfigError, "params.json", needle, "'n_heads'")
+        return
+    f = os.path.join(d, "config.json")
+    text = open(f, "rb").read().rstrip()[:-1]
+    open(f, "wb").write(text + b', "rope_scaling": ' + b"[" * 100 + b"]" * 100 + b"}")
+    refused(d, ConfigError, "config.json", needle)
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -266,3 +386,26 @@ def test_warnings_do_not_fire_on_healthy_files(bases):
         warnings.simplefilter("error")
         for path in (bases["hf"], bases["q"], bases["gguf"]):
             assert np.isfinite(mistral_np.load_model(path).forward([1, 2, 3])).all()
+
+
+# --- outputs -----------------------------------------------------------------------------------------------
+
+def test_quantized_folders_and_golden_packs_respect_the_umask(bases, tmp_path):
+    """Like tests/test_first_hour.py::test_output_files_respect_the_umask for embed outputs: every file that
+    mistral-np quantize and mistral-np golden dump write is 0644 under umask 022 (not mkstemp's 0600)."""
+    from mistral_np.cli import main
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello world\n")
+    old = os.umask(0o022)
+    try:
+        assert main(["quantize", bases["hf"], str(tmp_path / "q")]) == 0
+        assert main(["golden", "dump", bases["hf"], "--prompts", str(prompts), "--out", str(tmp_path / "pack"),
+                     "--budget", "none"]) == 0
+    finally:
+        os.umask(old)
+    for out in ("q", "pack"):
+        files = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / out) for f in fs]
+        assert files, out
+        modes = {os.path.relpath(f, tmp_path): oct(os.stat(f).st_mode & 0o777) for f in files}
+        assert set(modes.values()) == {"0o644"}, modes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pack", "prompts.txt", "q"]        # no temporary left

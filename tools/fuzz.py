@@ -21,14 +21,20 @@ vocabulary):
     text_inputs          what the public API takes as text or ids: lone surrogates, bytes, None, NaN, floats,
                          negative or huge ids, negative seeds
 
+Each mutation returns the names of the field, key or tensor it changed (the job's ``fault``: a refusal must
+name one of them) or None where it cannot know which one is at fault (byte flips, truncation, a count that makes
+the reader parse other bytes as a header): then only the file is required.
+
 Each case runs in a worker child process (restarted after a crash or a timeout) under an address-space limit
 (``--memory-gb``) and a timeout, and is classified:
 
-    refused      a MistralNPError whose one-line message names the file at fault (or the argument)   ok
+    refused      a MistralNPError whose one-line message names the file at fault and the field, key   ok
+                 or tensor the mutation changed (or, for API inputs, the argument)
     accepted     loaded and gave finite logits                                                          ok
     reported     gave non-finite logits, and a NonFiniteWeightWarning named the tensor at load          ok
     silent       gave non-finite logits with no warning                                                 FAIL
-    unclear      any other exception, or a refusal that names no file                                   FAIL
+    unclear      any other exception, a refusal that names no file or not the field/tensor at fault,   FAIL
+                 or a NonFiniteWeightWarning that does not name the tensor at fault
     crash        the process died (a signal, or exited)                                                 FAIL
     hang         no answer within the timeout                                                           FAIL
     memory       MemoryError (the address-space limit)                                                  FAIL
@@ -73,6 +79,33 @@ def _names_a_file(message: str, files: list[str]) -> bool:
     return any(f and (f in message or os.path.basename(f) in message) for f in files)
 
 
+def _names_the_fault(message: str, fault: list[str] | None) -> bool:
+    """Does ``message`` name one of the fields, keys or tensors the mutation changed? (None: it cannot know.)"""
+    return fault is None or any(name in message for name in fault)
+
+
+def _selftest(job: dict) -> bool:
+    """Planted failures the classifier must tell apart (tests/test_fuzz.py)."""
+    from mistral_np.errors import CheckpointError
+    what = job["what"]
+    if what == "hang":
+        time.sleep(3600)
+    elif what == "crash":
+        os._exit(3)
+    elif what == "recursion":
+        def down(n):
+            return down(n + 1) + 1
+        down(0)
+    elif what == "vague":                                   # names the file, not the field or tensor at fault
+        raise CheckpointError(f"{job['path']}: something is wrong")
+    elif what == "warning":                                 # non-finite logits, a warning that names job["warn"]
+        import warnings
+        from mistral_np.errors import NonFiniteWeightWarning
+        warnings.warn(f"{job['path']}: tensor {job['warn']!r} holds a NaN", NonFiniteWeightWarning)
+        return False
+    raise MemoryError
+
+
 def run_case(job: dict) -> dict:
     """Run one job in this process; -> {"class": ..., "detail": ...}. Called by the worker."""
     import warnings
@@ -97,23 +130,28 @@ def run_case(job: dict) -> dict:
                 finite = True
             elif kind == "api":
                 finite = _api_case(job)
-            elif kind == "selftest":                     # the harness's own check: a hang, a crash, a MemoryError
-                if job["what"] == "hang":
-                    time.sleep(3600)
-                elif job["what"] == "crash":
-                    os._exit(3)
-                raise MemoryError
+            elif kind == "selftest":      # the harness's own check: a hang, a crash, a MemoryError, a recursion...
+                finite = _selftest(job)
             else:
                 raise ValueError(f"unknown job kind {kind}")
         warned = [str(w.message) for w in caught if issubclass(w.category, NonFiniteWeightWarning)]
         if finite:
             return {"class": "accepted"}
-        return {"class": "reported", "detail": warned[0][:200]} if warned else {"class": "silent"}
+        if not warned:
+            return {"class": "silent"}
+        named = [w for w in warned if _names_the_fault(w, job.get("fault"))]
+        if not named:
+            return {"class": "unclear", "detail": f"NonFiniteWeightWarning without the tensor's name "
+                                                  f"({' or '.join(job['fault'])}): {warned[0][:300]}"}
+        return {"class": "reported", "detail": named[0][:200]}
     except MistralNPError as e:
         msg = str(e)
         files = job.get("files") or [job.get("path", "")]
         if "\n" in msg or (kind != "api" and not _names_a_file(msg, files)):
             return {"class": "unclear", "detail": f"{type(e).__name__}: {msg[:300]}"}
+        if kind != "api" and not _names_the_fault(msg, job.get("fault")):
+            return {"class": "unclear", "detail": f"{type(e).__name__} without the field or tensor at fault "
+                                                  f"({' or '.join(job['fault'])}): {msg[:300]}"}
         if kind == "api" and job.get("argument") and job["argument"] not in msg.lower():
             return {"class": "unclear", "detail": f"{type(e).__name__} without the argument's name: {msg[:300]}"}
         return {"class": "refused", "detail": f"{type(e).__name__}: {msg[:200]}"}
@@ -284,34 +322,45 @@ def _with_nested(d: dict, key: str, depth: int) -> bytes:
         b"[" * depth + b"1" + b"]" * depth + b"}"
 
 
-def mutate_json_fields(path: str, rng: random.Random) -> None:
+def mutate_json_fields(path: str, rng: random.Random) -> list[str] | None:
+    """Mutate a JSON object file; -> the key at fault, or None where there is none (a document that is not
+    an object belongs to no key)."""
     d = json.load(open(path))
     keys = list(d)
     op = rng.choice(["set", "delete", "add", "nest", "utf8", "duplicate", "deep"])
+    fault = None
     if op == "set" and keys:
-        d[rng.choice(keys)] = rng.choice(WEIRD_VALUES)
+        fault = rng.choice(keys)
+        d[fault] = rng.choice(WEIRD_VALUES)
         data = _json_dump(d)
     elif op == "delete" and keys:
-        del d[rng.choice(keys)]
+        fault = rng.choice(keys)
+        del d[fault]
         data = _json_dump(d)
     elif op == "add":
-        d[rng.choice(["frobnication", "rope_scaling", "head_dim", "sliding_window", "ragged_attention"])] = \
-            rng.choice(WEIRD_VALUES)
+        fault = rng.choice(["frobnication", "rope_scaling", "head_dim", "sliding_window", "ragged_attention"])
+        d[fault] = rng.choice(WEIRD_VALUES)
         data = _json_dump(d)
     elif op == "nest":
-        data = _with_nested(d, rng.choice(keys), rng.choice([50, 5000, 100000])) if rng.random() < 0.9 \
-            else b"[" * 200000
-    elif op == "utf8":
+        if rng.random() < 0.9:
+            fault = rng.choice(keys)
+            data = _with_nested(d, fault, rng.choice([50, 5000, 100000]))
+        else:
+            data = b"[" * 200000
+    elif op == "utf8":                                      # in place of the last value's last character
+        fault = keys[-1] if keys else None
         data = _json_dump(d)[:-2] + b"\xff\xfe" + b"}"
     elif op == "duplicate" and keys:
-        k = rng.choice(keys)
-        data = _json_dump(d)[:-1] + b", " + json.dumps(k).encode() + b": 0}"
+        fault = rng.choice(keys)
+        data = _json_dump(d)[:-1] + b", " + json.dumps(fault).encode() + b": 0}"
     else:
         data = b"[" * rng.choice([100, 10000, 1000000])
     open(path, "wb").write(data)
+    return None if fault is None else [fault]
 
 
-def mutate_safetensors_header(path: str, rng: random.Random) -> None:
+def mutate_safetensors_header(path: str, rng: random.Random) -> list[str]:
+    """Mutate one entry of a safetensors header; -> the tensor names (or ``__metadata__``) at fault."""
     raw = open(path, "rb").read()
     (n,) = struct.unpack("<Q", raw[:8])
     header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
@@ -320,6 +369,7 @@ def mutate_safetensors_header(path: str, rng: random.Random) -> None:
     op = rng.choice(["dtype", "shape", "offsets", "overlap", "drop", "extra", "nest", "duplicate", "huge_shape",
                      "metadata"])
     e = header[name]
+    fault = [name]
     if op == "dtype":
         e["dtype"] = rng.choice(["F8", 5, None, "f32", "BF16", "U8", "I64", [], "F64"])
     elif op == "shape":
@@ -327,18 +377,26 @@ def mutate_safetensors_header(path: str, rng: random.Random) -> None:
     elif op == "offsets":
         e["data_offsets"] = rng.choice([[0], [-8, 0], [0, 2 ** 62], "x", [5, 3], [0, len(data) + 64]])
     elif op == "overlap":
-        other = header[rng.choice(names)]
-        e["data_offsets"] = list(other["data_offsets"])
+        other = rng.choice(names)
+        e["data_offsets"] = list(header[other]["data_offsets"])
+        fault = [name, other]                               # the reader names one of the two, or both
     elif op == "drop":
+        # The file no longer knows the dropped entry's name: the reader can only name a tensor next to the hole
+        # its bytes leave (the loader would name the missing tensor if the bytes still tiled).
+        start, end = e["data_offsets"]
+        fault += [k for k in names if header[k]["data_offsets"][1] == start or header[k]["data_offsets"][0] == end]
         del header[name]
-    elif op == "extra":
+    elif op == "extra":                                     # a copy of ``name``'s entry: its bytes twice
         header["model.layers.0.self_attn.q_proj.bias"] = dict(e)
+        fault = ["model.layers.0.self_attn.q_proj.bias", name]
     elif op == "nest":
         header.pop("__metadata__", None)
+        fault = ["__metadata__"]
     elif op == "huge_shape":
         e["shape"] = [2 ** 31, 2 ** 31, 2 ** 31]
     elif op == "metadata":
         header["__metadata__"] = rng.choice([5, "x", [1], {"a": 1}])
+        fault = ["__metadata__"]
     h = json.dumps(header).encode()
     if op == "nest":
         h = _with_nested(header, "__metadata__", rng.choice([100, 3000, 200000]))
@@ -346,9 +404,12 @@ def mutate_safetensors_header(path: str, rng: random.Random) -> None:
         h = h[:-1] + b", " + json.dumps(name).encode() + b": " + json.dumps(e).encode() + b"}"
     h += b" " * (-len(h) % 8)
     open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+    return fault
 
 
 def mutate_bytes(path: str, rng: random.Random, header_region: int | None = None) -> None:
+    """Flip, truncate, append or zero bytes; -> None: where a byte lands (a length, a key, a count, a weight)
+    is unknown here, so no field or tensor can be required of the refusal, only the file."""
     raw = bytearray(open(path, "rb").read())
     op = rng.choice(["flip", "flip", "truncate", "append", "zero_run"])
     limit = min(len(raw), header_region or len(raw))
@@ -366,8 +427,8 @@ def mutate_bytes(path: str, rng: random.Random, header_region: int | None = None
     open(path, "wb").write(bytes(raw))
 
 
-def nan_weights(path: str, rng: random.Random) -> None:
-    """Put NaN or Inf into one float32 tensor of a safetensors file (its header says where)."""
+def nan_weights(path: str, rng: random.Random) -> list[str]:
+    """Put NaN or Inf into one float32 tensor of a safetensors file (its header says where); -> its name."""
     raw = bytearray(open(path, "rb").read())
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
@@ -376,6 +437,7 @@ def nan_weights(path: str, rng: random.Random) -> None:
     i = 8 + n + start + 4 * rng.randrange((end - start) // 4)
     raw[i:i + 4] = struct.pack("<f", rng.choice([float("nan"), float("inf"), float("-inf")]))
     open(path, "wb").write(bytes(raw))
+    return [name]
 
 
 def _gguf_layout(path: str):
@@ -386,7 +448,9 @@ def _gguf_layout(path: str):
     return r, fields
 
 
-def mutate_gguf(path: str, rng: random.Random) -> None:
+def mutate_gguf(path: str, rng: random.Random) -> list[str] | None:
+    """Patch one field of a GGUF's header; -> the metadata key or tensor at fault, or None for the counts and a
+    key's own length (the reader then parses other bytes as keys or tensor infos: it cannot know what was meant)."""
     r, fields = _gguf_layout(path)
     raw = bytearray(open(path, "rb").read())
     op = rng.choice(["n_tensors", "n_kv", "array_count", "value_type", "tensor_type", "tensor_offset",
@@ -395,31 +459,36 @@ def mutate_gguf(path: str, rng: random.Random) -> None:
     def patch(offset, fmt, value):
         raw[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
 
+    fault = None
     if op == "n_tensors":
         patch(8, "<Q", rng.choice([0, 2 ** 40, len(r.tensors) + 5, 2 ** 64 - 1]))
     elif op == "n_kv":
         patch(16, "<Q", rng.choice([0, 2 ** 40, len(fields) + 3]))
     elif op in ("array_count", "value_type"):
-        f = fields["tokenizer.ggml.tokens"]
+        fault = ["tokenizer.ggml.tokens"]
+        f = fields[fault[0]]
         key_end = int(f.parts[0].nbytes + f.parts[1].nbytes) + f.offset        # length + key bytes
         if op == "value_type":
             patch(key_end + 4, "<I", rng.choice([13, 99, 9, 2 ** 31]))         # the array's element type
         else:
             patch(key_end + 8, "<Q", rng.choice([2 ** 40, 2 ** 62, 10 ** 7]))   # the array's element count
     elif op == "metadata_type":
-        f = fields[rng.choice(["llama.block_count", "llama.embedding_length", "llama.attention.head_count"])]
+        fault = [rng.choice(["llama.block_count", "llama.embedding_length", "llama.attention.head_count"])]
+        f = fields[fault[0]]
         key_end = int(f.parts[0].nbytes + f.parts[1].nbytes) + f.offset
         patch(key_end, "<I", rng.choice([6, 8, 12, 0]))                           # u32 -> f32 / string / f64 / u8
-    elif op == "string_len":
+    elif op == "string_len":                         # the length of the key "general.architecture" itself
         f = fields["general.architecture"]
         patch(f.offset, "<Q", rng.choice([2 ** 40, 2 ** 63, 0]))
     elif op == "alignment":                          # llama.cpp's default alignment is 32: patch the first offset
         t = r.tensors[0]
+        fault = [t.name]
         base = _tensor_info_offset(raw, t.name)
         n_dims = struct.unpack("<I", raw[base:base + 4])[0]
         patch(base + 4 + 8 * n_dims + 4, "<Q", rng.choice([3, 7, 33]))
     else:
         t = rng.choice(r.tensors)
+        fault = [t.name]
         base = _tensor_info_offset(raw, t.name)                    # tensor info: n_dims u32, ne, type u32, offset
         n_dims = struct.unpack("<I", raw[base:base + 4])[0]
         type_at, offset_at = base + 4 + 8 * n_dims, base + 4 + 8 * n_dims + 4
@@ -436,6 +505,7 @@ def mutate_gguf(path: str, rng: random.Random) -> None:
         else:                                                       # a NaN weight in a float tensor
             raw[int(t.data_offset):int(t.data_offset) + 4] = struct.pack("<f", float("nan"))
     open(path, "wb").write(bytes(raw))
+    return fault
 
 
 def _tensor_info_offset(raw: bytes, name: str) -> int:
@@ -447,25 +517,31 @@ def _tensor_info_offset(raw: bytes, name: str) -> int:
     return i + len(needle)
 
 
-def mutate_gguf_vocab(path: str, rng: random.Random, work: str) -> str:
-    """Rewrite the GGUF with a vocabulary mutated (gguf-py's writer)."""
+def mutate_gguf_vocab(path: str, rng: random.Random, work: str) -> tuple[str, list[str]]:
+    """Rewrite the GGUF with a vocabulary mutated (gguf-py's writer); -> (the new file, the metadata keys or
+    pieces at fault)."""
     from tools.builders import GPT2_TOKENS, build_hf_model, state_of, tiny_config, write_gguf
     cfg = tiny_config("llama", hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
                       head_dim=16, vocab_size=97)
     tokens = GPT2_TOKENS + [f"t{i}" for i in range(97 - len(GPT2_TOKENS))]
     op = rng.choice(["long_token", "byte_tokens", "bad_merge", "token_types", "spm_bytes", "empty_token"])
     extra, model_kind, merges, types = {}, "gpt2", ["a b", "Ġ a", "Ġa b"], [3, 3, 3] + [1] * 94
+    fault = ["tokenizer.ggml.tokens"]
     if op == "long_token":
         tokens[40] = "x" * 400_000
         merges = merges + ["x x"]
+        fault = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges"]
     elif op == "byte_tokens" or op == "spm_bytes":
         model_kind = "llama"
         tokens[40:44] = ["<0xZZ>", "<0x0G>", "<0x1>", "<0xFFF>"]
         types = [2, 3, 3] + [1] * 37 + [6, 6, 6, 6] + [1] * 53
+        fault = ["<0xZZ>", "<0x0G>", "<0x1>", "<0xFFF>"]
     elif op == "bad_merge":
         merges = merges + ["nope zzz", "a"]
+        fault = ["tokenizer.ggml.merges"]
     elif op == "token_types":
         types = [rng.choice([0, 7, 99, -1]) for _ in range(97)]
+        fault = ["tokenizer.ggml.token_type"]
     elif op == "empty_token":
         tokens[50] = ""
     out = os.path.join(work, f"vocab-{random.getrandbits(40):x}.gguf")
@@ -485,42 +561,43 @@ def mutate_gguf_vocab(path: str, rng: random.Random, work: str) -> str:
         from tools.builders import gguf_name
         w.add_tensor(gguf_name(name), t.astype(np.float32))
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
-    return out
+    return out, fault
 
 
 def make_case(family: str, bases: dict, rng: random.Random, work: str) -> dict:
     """One mutated case of ``family`` -> a job for the worker."""
     if family == "safetensors_header":
         d = _fresh(bases, "hf", work)
-        mutate_safetensors_header(os.path.join(d, "model.safetensors"), rng)
-        return {"kind": "load", "path": d, "files": [d, "model.safetensors"]}
+        fault = mutate_safetensors_header(os.path.join(d, "model.safetensors"), rng)
+        return {"kind": "load", "path": d, "files": [d, "model.safetensors"], "fault": fault}
     if family == "safetensors_bytes":
         d = _fresh(bases, "hf", work)
         f = os.path.join(d, "model.safetensors")
-        (nan_weights if rng.random() < 0.3 else mutate_bytes)(f, rng)
-        return {"kind": "load", "path": d, "files": [d, "model.safetensors"]}
+        fault = (nan_weights if rng.random() < 0.3 else mutate_bytes)(f, rng)
+        return {"kind": "load", "path": d, "files": [d, "model.safetensors"], "fault": fault}
     if family == "config_json":
         d = _fresh(bases, rng.choice(["hf", "quantized"]), work)
-        mutate_json_fields(os.path.join(d, "config.json"), rng)
-        return {"kind": "load", "path": d, "files": [d, "config.json"]}
+        fault = mutate_json_fields(os.path.join(d, "config.json"), rng)
+        return {"kind": "load", "path": d, "files": [d, "config.json"], "fault": fault}
     if family == "params_json":
         d = _fresh(bases, "consolidated", work)
-        mutate_json_fields(os.path.join(d, "params.json"), rng)
-        return {"kind": "load", "path": d, "files": [d, "params.json"]}
+        fault = mutate_json_fields(os.path.join(d, "params.json"), rng)
+        return {"kind": "load", "path": d, "files": [d, "params.json"], "fault": fault}
     if family == "gguf_header":
         f = _fresh(bases, "gguf", work)
-        mutate_gguf(f, rng)
-        return {"kind": "load", "path": f, "files": [f]}
+        fault = mutate_gguf(f, rng)
+        return {"kind": "load", "path": f, "files": [f], "fault": fault}
     if family == "gguf_bytes":
         f = _fresh(bases, "gguf", work)
         mutate_bytes(f, rng, header_region=8192)
-        return {"kind": "load", "path": f, "files": [f]}
+        return {"kind": "load", "path": f, "files": [f], "fault": None}             # see mutate_bytes
     if family == "quantized":
         d = _fresh(bases, "quantized", work)
         if rng.random() < 0.6:
             m = os.path.join(d, "quantization.json")
             man = json.load(open(m))
             name = rng.choice(list(man["tensors"]))
+            fault = [name]
             op = rng.choice(["type", "case", "missing", "shape", "drop"])
             if op == "type":
                 man["tensors"][name]["type"] = rng.choice(["q5_0", "Q4_0", "", 4, None])
@@ -540,19 +617,21 @@ def make_case(family: str, bases: dict, rng: random.Random, work: str) -> dict:
                 (n,) = struct.unpack("<Q", raw[:8])
                 header = json.loads(raw[8:8 + n])
                 name = rng.choice([k for k, e in header.items() if k != "__metadata__" and e["dtype"] == "U8"])
+                fault = [name]
                 start = 8 + n + header[name]["data_offsets"][0] + 18 * rng.randrange(4)
                 raw[start:start + 2] = b"\x00\x7c"                            # an Inf fp16 block scale
                 open(f, "wb").write(bytes(raw))
             else:
-                mutate_bytes(f, rng)
-        return {"kind": "load", "path": d, "files": [d, "quantization.json", "model.quantized.safetensors"]}
+                fault = mutate_bytes(f, rng)
+        return {"kind": "load", "path": d, "files": [d, "quantization.json", "model.quantized.safetensors"],
+                "fault": fault}
     if family == "tokenizer_model":
         d = _fresh(bases, "hf", work)
-        mutate_bytes(os.path.join(d, "tokenizer.model"), rng)
-        return {"kind": "tokenizer", "path": d, "files": [d, "tokenizer.model"]}
+        fault = mutate_bytes(os.path.join(d, "tokenizer.model"), rng)
+        return {"kind": "tokenizer", "path": d, "files": [d, "tokenizer.model"], "fault": fault}
     if family == "gguf_vocab":
-        f = mutate_gguf_vocab(bases["gguf"], rng, work)
-        return {"kind": "load", "path": f, "files": [f]}
+        f, fault = mutate_gguf_vocab(bases["gguf"], rng, work)
+        return {"kind": "load", "path": f, "files": [f], "fault": fault}
     if family == "text_inputs":
         call = rng.choice(["encode", "decode", "forward", "generate", "generate_seed", "chat"])
         values = {"encode": ["a\ud800b", b"bytes", None, 5, ["x"], "ok text"],

@@ -53,10 +53,12 @@ def parse_json(raw: bytes, source: str, max_bytes: int = MAX_JSON_BYTES, error=C
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise error(f"{source}: not UTF-8 text (byte {e.start})") from None
+        where = _json_key_at(raw[:e.start].decode("utf-8"), e.start)
+        raise error(f"{source}: not UTF-8 text (byte {e.start}{where})") from None
     depth = json_depth(text)
     if depth > MAX_JSON_DEPTH:
-        raise error(f"{source}: JSON nested {depth} levels deep (more than {MAX_JSON_DEPTH}); refused")
+        where = _json_key_at(text, len(text), MAX_JSON_DEPTH)
+        raise error(f"{source}: JSON nested {depth} levels deep (more than {MAX_JSON_DEPTH}{where}); refused")
     def no_duplicates(pairs):
         seen = {}
         for k, v in pairs:
@@ -68,7 +70,8 @@ def parse_json(raw: bytes, source: str, max_bytes: int = MAX_JSON_BYTES, error=C
     try:
         return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
-        raise error(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        where = _json_key_at(text, e.pos)
+        raise error(f"{source}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}{where})") from None
     except (RecursionError, ValueError) as e:       # ValueError: e.g. an integer with too many digits
         raise error(f"{source}: not valid JSON ({e})") from None
 
@@ -93,6 +96,35 @@ def json_depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
+
+
+def _json_key_at(text: str, stop: int, max_depth: int | None = None) -> str:
+    """', in the value of key 'a' > 'b'': the object keys enclosing character ``stop`` of JSON text (or the point
+    where nesting first exceeds ``max_depth``), for error messages; '' outside any key. One linear pass."""
+    stack: list[list] = []                 # per open [ or {: [bracket, its current key]
+    in_string = escaped = False
+    start = 0
+    last = None
+    for i, ch in enumerate(text[:stop]):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string, last = False, text[start + 1:i]
+        elif ch == '"':
+            in_string, start = True, i
+        elif ch in ":," and stack and stack[-1][0] == "{":
+            stack[-1][1] = last if ch == ":" else None
+        elif ch in "[{":
+            stack.append([ch, None])
+            if max_depth is not None and len(stack) > max_depth:
+                break
+        elif ch in "]}" and stack:
+            stack.pop()
+    keys = [repr(k[:80]) for bracket, k in stack if bracket == "{" and k is not None]
+    return f", in the value of key {' > '.join(keys)}" if keys else ""
 
 
 # --- typed fields ----------------------------------------------------------------------------------

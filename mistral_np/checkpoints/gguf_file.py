@@ -154,9 +154,9 @@ def read_gguf_file(path: str) -> GGUFFile:
     if n_kv * 12 > c.remaining() or n_tensors * 24 > c.remaining():
         raise GGUFError(f"{path}: corrupt GGUF header: {n_kv} metadata entries and {n_tensors} tensors cannot fit "
                         f"in the {c.remaining()} bytes that follow")
-    metadata = {}
-    for i in range(n_kv):
-        key = c.string(f"metadata key {i}")
+    metadata, key = {}, None
+    for i in range(n_kv):       # a wrong value type before shifts what follows: name the key before, too
+        key = c.string(f"metadata key {i}" + (f" (the one after {key!r})" if key is not None else ""))
         if key in metadata:
             raise GGUFError(f"{path}: metadata key {key!r} appears twice")
         vtype = c.unpack("<I", f"the type of metadata {key!r}")

@@ -33,6 +33,44 @@ from .source import BLOCK_KINDS, FLOAT_KINDS, Checkpoint
 _SHOWN = 3  # problems of each kind named in the one-line message
 
 
+# The config fields behind each axis of a tensor's expected shape, and how each format's config spells them: a
+# tensor whose shape disagrees with the config names them (the config may be what is wrong, not the tensor).
+_D, _Q, _KV = ("hidden_size",), ("num_attention_heads", "head_dim"), ("num_key_value_heads", "head_dim")
+_F, _V = ("intermediate_size",), ("vocab_size",)
+_AXES = {"embed_tokens": (_V, _D), "lm_head": (_V, _D), "norm": (_D,), "q_proj": (_Q, _D), "k_proj": (_KV, _D),
+         "v_proj": (_KV, _D), "o_proj": (_D, _Q), "gate_proj": (_F, _D), "up_proj": (_F, _D), "down_proj": (_D, _F)}
+_SPELLING = {
+    "mistral-consolidated": ("params.json", {"hidden_size": "dim", "intermediate_size": "hidden_dim",
+                                             "num_attention_heads": "n_heads", "num_key_value_heads": "n_kv_heads",
+                                             "num_hidden_layers": "n_layers"}),
+    "gguf": ("metadata", {"hidden_size": "{a}.embedding_length", "intermediate_size": "{a}.feed_forward_length",
+                          "num_attention_heads": "{a}.attention.head_count",
+                          "num_key_value_heads": "{a}.attention.head_count_kv",
+                          "head_dim": "{a}.rope.dimension_count", "vocab_size": "{a}.vocab_size",
+                          "num_hidden_layers": "{a}.block_count"}),
+}
+
+
+def _config_file(ckpt: Checkpoint) -> str:
+    return _SPELLING.get(ckpt.format, ("config.json", {}))[0]
+
+
+def _config_field(ckpt: Checkpoint, field: str) -> str:
+    """``field`` of MistralConfig as ``ckpt``'s config file spells it."""
+    arch = ckpt.metadata.get("general.architecture", "llama") if ckpt.format == "gguf" else ""
+    return _SPELLING.get(ckpt.format, ("config.json", {}))[1].get(field, field).format(a=arch)
+
+
+def _shape_fields(ckpt: Checkpoint, name: str, shape: tuple, want: tuple) -> str:
+    """' (params.json: n_kv_heads * head_dim = 4 * 16)': the config fields behind the axes that disagree."""
+    leaf = name.split(".")[-2]
+    axes = _AXES.get("norm" if leaf.endswith("layernorm") else leaf, ())
+    parts = [" * ".join(_config_field(ckpt, f) for f in fields) + " = " +
+             " * ".join(str(getattr(ckpt.config, f)) for f in fields)
+             for i, fields in enumerate(axes) if len(shape) != len(want) or shape[i] != want[i]]
+    return f" ({_config_file(ckpt)}: {', '.join(parts)})" if parts else ""
+
+
 def check_tensors(ckpt: Checkpoint) -> None:
     """Raise one error (``ckpt``'s format's class) listing every missing, unexpected and misshapen tensor."""
     cfg, tensors = ckpt.config, ckpt.tensors
@@ -51,15 +89,15 @@ def check_tensors(ckpt: Checkpoint) -> None:
     unexpected = [n for n in tensors if n not in want]
     for n in unexpected[:_SHOWN]:
         t = tensors[n]
-        problems.append(f"{t.file}: unexpected tensor {t.key!r} for this config "
-                        f"({cfg.num_hidden_layers} layers)")
+        problems.append(f"{t.file}: unexpected tensor {t.key!r} for this config ({_config_file(ckpt)}: "
+                        f"{_config_field(ckpt, 'num_hidden_layers')} = {cfg.num_hidden_layers})")
     if len(unexpected) > _SHOWN:
         problems.append(f"{len(unexpected) - _SHOWN} more unexpected")
     misshapen = [n for n in tensors if n in want and tuple(tensors[n].shape) != want[n]]
     for n in misshapen[:_SHOWN]:
         t = tensors[n]
         problems.append(f"{t.file}: tensor {t.key!r} has shape {list(t.shape)}, expected {list(want[n])} from "
-                        "the config")
+                        f"the config{_shape_fields(ckpt, n, tuple(t.shape), want[n])}")
     if len(misshapen) > _SHOWN:
         problems.append(f"{len(misshapen) - _SHOWN} more with the wrong shape")
     for n, t in tensors.items():

@@ -84,16 +84,22 @@ class SafetensorsFile:
         for name, info in header.items():
             self.tensors[name] = self._check(name, info)
         # As the safetensors library requires: the tensors tile the data section, in some order, with neither
-        # gaps nor overlaps, and cover it to its end.
-        covered = 0
-        for start, end, name in sorted((s, e, n) for n, (_, _, s, e) in self.tensors.items()):
+        # gaps nor overlaps, and cover it to its end. Overlaps first: they name the entry that moved (a moved
+        # entry also leaves a gap, which could only name its neighbour).
+        spans = sorted((s, e, n) for n, (_, _, s, e) in self.tensors.items())
+        covered, before = 0, None
+        for start, end, name in spans:
             if start < covered:
-                raise CheckpointError(f"{path}: tensor {name!r} (bytes {start}..{end} of the data) overlaps the tensor "
-                                      f"before it, which ends at {covered}")
+                raise CheckpointError(f"{path}: tensor {name!r} (bytes {start}..{end} of the data) overlaps tensor "
+                                      f"{before!r}, which ends at {covered}")
+            covered, before = end, name
+        covered, before = 0, None
+        for start, end, name in spans:
             if start > covered:
+                after = f" after tensor {before!r}" if before else ""
                 raise CheckpointError(f"{path}: tensor {name!r} starts at byte {start} of the data, leaving bytes "
-                                      f"{covered}..{start} unaccounted for (corrupt data_offsets)")
-            covered = end
+                                      f"{covered}..{start}{after} unaccounted for (corrupt data_offsets)")
+            covered, before = end, name
         if covered != self.data_size:
             raise CheckpointError(f"{path}: the tensors cover {covered} bytes of a {self.data_size}-byte data section "
                                   "(corrupt data_offsets, or bytes appended to the file)")
