@@ -1,6 +1,7 @@
 """The layout itself: the import graph has no cycles, the model maths imports only NumPy and the standard
 library, only the command line decides exit statuses, the "next:" pointers form one reading path through the
-model, every module names the file to read next, and the repository refers to no file outside itself."""
+model, every module names the file to read next and the tests that check it, and the repository refers to no
+file outside itself."""
 
 import ast
 import os
@@ -181,3 +182,15 @@ def test_the_repository_refers_to_no_file_outside_itself():
         pytest.fail("git is needed to list the repository's files")
     assert out.returncode in (0, 1), out.stderr
     assert out.stdout == "", "references to files outside the repository:\n" + out.stdout
+
+
+@pytest.mark.parametrize("module", [m for m in sorted(MODULES) if not MODULES[m].endswith("__init__.py")])
+def test_every_module_names_what_checks_it(module):
+    """Every module's docstring names at least one test file under tests/ that exists (``tests/test_*.py``),
+    the file that checks what the module computes."""
+    path = MODULES[module]
+    doc = ast.get_docstring(ast.parse(open(path, encoding="utf-8").read(), path)) or ""
+    named = re.findall(r"tests/test_\w+\.py", doc)
+    assert named, f"{path}: the docstring names no tests/test_*.py file that checks it"
+    existing = [t for t in named if os.path.isfile(os.path.join(ROOT, t))]
+    assert existing, f"{path}: the docstring names {', '.join(sorted(set(named)))}, none of which exists"

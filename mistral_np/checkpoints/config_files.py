@@ -13,6 +13,11 @@ file and the field: ``config.json: field num_attention_heads must be a positive 
 we do not understand is an error unless it is one of the keys that do not change the forward pass
 (``_IGNORED_HF_KEYS``): guessing the meaning of an unknown field is how ports go wrong silently.
 
+Checked against the real checkpoints' files and transformers' ``MistralConfig`` in tests/test_config.py
+(Mistral-7B v0.1-v0.3's config.json, v0.1's params.json, a round trip through transformers) and
+tests/test_nemo_small.py (Nemo's config.json, Small's params.json); tests/test_hardening.py and
+tests/test_fuzz.py check that a bad field is refused by name.
+
 next: hf.py (the folder this file sits in).
 """
 

@@ -10,6 +10,10 @@ What differs from an HF folder (docs/references.md#checkpoint-names):
 
 Mistral also publishes ``consolidated.00.pth`` (pickled torch): not read here, and said so.
 
+tests/test_checkpoint.py writes a consolidated folder by hand, with Mistral's names and q/k rows permuted by
+llama.cpp's converter formula (not this file's table or model/rope.py), and checks that it loads to logits
+bit-identical to the HF folder's.
+
 next: gguf.py.
 """
 

@@ -4,6 +4,10 @@ A ``.gguf`` file is a GGUF checkpoint; a folder with ``quantization.json`` is a 
 with ``config.json`` an HF folder, with ``params.json`` a Mistral consolidated folder; a folder holding none
 of these but exactly one ``.gguf`` file means that file.
 
+tests/test_checkpoint.py, tests/test_gguf.py and tests/test_quantize.py open each format through it, and
+tests/test_first_hour.py checks that a folder holding one .gguf file is that model and that a missing path
+points at weights/README.md.
+
 next: source.py (what the readers return).
 """
 

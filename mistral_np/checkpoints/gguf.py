@@ -20,6 +20,11 @@ What differs from an HF checkpoint:
   ``tokenizer.ggml.*`` (text/gguf_vocab.py);
 * weights may be block-quantized: Q8_0 / Q4_0 / Q4_1 are read; other types (Q5_0, K-quants, IQ*) are refused.
 
+Checked against gguf-py and transformers in tests/test_gguf.py (files gguf-py's ``GGUFWriter`` wrote from
+tiny random transformers models give transformers' numbers on the weights gguf-py dequantized, and those of
+transformers' own GGUF loader) and tests/test_smollm2.py (SmolLM2's real file); tests/test_hardening.py and
+tests/test_fuzz.py give it corrupt files.
+
 next: quantized.py.
 """
 

@@ -11,6 +11,10 @@ A checkpoint is allowed to lack ``lm_head.weight`` (``head_optional``) only when
 model: bare names, or ``architectures`` that are not a ``...ForCausalLM``. ``rotary_emb.inv_freq``
 buffers that old transformers versions saved are skipped (they are recomputed, not weights).
 
+Checked against transformers: tests/test_model.py loads folders that transformers' ``save_pretrained``
+wrote and compares every intermediate with transformers', and tests/test_checkpoint.py checks that a
+sharded folder with an index and a prefix-less one without ``lm_head`` load as the single file does.
+
 next: consolidated.py.
 """
 

@@ -14,6 +14,11 @@ stored in the compute dtype is used in place, never copied. Block-quantized tens
 (their kernels multiply float activations, losslessly) and are dequantized at load for float64 (exact: the
 dequantized values are what the file means).
 
+tests/test_checkpoint.py checks the strictness (a missing, misshapen or unexpected tensor named with its file),
+the q/k permutation (a consolidated folder permuted by llama.cpp's formula loads to bit-identical logits) and
+BF16 weights converted on use when memory is short (tests/test_gguf.py: F16); tests/test_hardening.py checks
+the warning for a NaN weight and the refusal of a non-finite block scale.
+
 next: hf.py, consolidated.py, gguf.py, quantized.py (the readers).
 """
 

@@ -12,6 +12,10 @@ built in a temporary folder beside DST and renamed into place at the end (files.
 interrupted run leaves only ``.DST.partial-*``, which nothing reads. ``quality_report`` measures what the
 quantization cost on a text (KL divergence, top-1 agreement, perplexity).
 
+Checked against gguf-py and transformers in tests/test_quantize.py (a quantized model's intermediates
+agree with transformers' run on the same matrices quantized and dequantized by gguf-py), which also
+checks that an interrupted run leaves nothing loadable and the command with its quality report.
+
 next: mistral_np/quant/ (the block formats and their kernels).
 """
 

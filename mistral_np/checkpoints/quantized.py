@@ -14,6 +14,10 @@ q and k rows are stored in the HF half-split order. The reader checks every mani
 a well-formed shape, whole 32-element blocks) and that the weights file holds each tensor with exactly the
 bytes its type and shape need, before anything is mapped.
 
+tests/test_quantize.py checks the folder with independent readers (safetensors' ``load_file`` reads the
+weights file, gguf-py dequantizes its blocks to what ours give), and tests/test_hardening.py that bad
+manifest entries and a non-finite block scale are refused by name.
+
 next: quantize.py (the writer).
 """
 

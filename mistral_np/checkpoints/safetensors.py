@@ -13,6 +13,11 @@ a file we did not write, so it is checked before anything is mapped, and every r
 the tensor: a truncated file, an entry that is not a dtype/shape/offsets triple, a shape whose byte size
 does not match its offsets (or does not fit in 64 bits), byte ranges that overlap or run past the data.
 
+Checked against the safetensors library both ways: tests/test_checkpoint.py reads files its ``save_file``
+wrote (and checks ``bf16_to_f32`` and ``f32_to_bf16`` against torch's bfloat16), tests/test_quantize.py
+and tests/test_golden.py read what this file writes with its ``load_file``; tests/test_hardening.py and
+tests/test_fuzz.py give it corrupt headers.
+
 next: hf.py (folders of these files).
 """
 

@@ -11,6 +11,10 @@ asks for it (``StoredTensor.read()`` returns a memory map).
                         shape=(576, 576), dtype="Q4_1", ...), ...},
                rope_layout="interleaved", head_optional=False, tokenizer=TokenizerSource("gguf", ...))
 
+No test reads these classes directly: they are checked through the readers, whose checkpoints
+tests/test_checkpoint.py (HF and consolidated folders), tests/test_gguf.py (GGUF files) and
+tests/test_quantize.py (quantized folders) load into models checked against transformers.
+
 next: pipeline.py.
 """
 

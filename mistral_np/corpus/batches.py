@@ -18,6 +18,10 @@ float32, ``n_tokens`` (B,) int64 (ids fed, specials included) and ``truncated`` 
 embedded by ``Embedder.encode`` in sub-batches of at most ``max_batch_tokens`` padded tokens, so the vectors
 are exactly ``encode``'s for the same texts, whatever the batch.
 
+tests/test_corpus.py runs it in a Ray Data pipeline of its own (``map_batches`` with two actors) and under
+both engines, and checks that the vectors equal ``Embedder.encode``'s bit for bit (tests/test_embed.py checks
+``encode`` against sentence-transformers).
+
 next: local_engine.py.
 """
 

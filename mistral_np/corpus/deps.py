@@ -4,6 +4,10 @@ Parquet is the output format of every run (and one of the input formats), so ``e
 even on the local engine; Ray is needed only by ``--engine ray`` and is imported by ray_engine.py alone.
 Both come with ``pip install 'mistral_np[corpus]'``.
 
+tests/test_corpus.py runs every Parquet read and write through ``require_pyarrow`` and checks statically that
+no module but ray_engine.py imports Ray (and that one inside a function); no test takes pyarrow away, so the
+message itself is checked by none.
+
 next: inputs.py.
 """
 

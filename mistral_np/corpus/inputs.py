@@ -18,6 +18,10 @@ order of the records, not where the folder lives. A file is re-hashed only when 
 time differs from the entry the manifest remembers (as make and rsync decide), so a restart does not read a
 large corpus twice.
 
+tests/test_corpus.py checks it on a folder of a JSON-lines file (with blank lines, and a file of another
+extension beside it) and a Parquet file of two row groups, so that shards straddle files and row groups, and
+that a changed input is refused on resume by its fingerprint.
+
 next: scan.py.
 """
 

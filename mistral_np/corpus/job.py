@@ -12,6 +12,10 @@ The model is loaded in this process even for Ray (its recipe and special tokens 
 checkpoints load lazily, so this costs little memory before the first forward pass, which only the
 workers run.
 
+tests/test_corpus.py runs it, directly and as ``mistral-np embed-corpus``, on both engines: the shards equal
+``Embedder.encode``, a finished output is left alone, a killed run resumes to the uninterrupted output byte for
+byte, and another model, recipe or input is refused with nothing in OUTPUT touched.
+
 next: back to cli/corpus.py, or docs/corpus.md for the whole story.
 """
 

@@ -6,6 +6,10 @@ For each pending shard: read its records (inputs.py:read_shard), hand them to ``
 job's progress bar), which writes the shard when its last row arrives. The threads are this process's
 (``--threads-per-worker``, or every core).
 
+tests/test_corpus.py checks its shards against ``Embedder.encode`` bit for bit, and kills it at three
+points (before a manifest update, inside a shard, inside a shard's write) to check that the same command
+resumes to the uninterrupted output byte for byte, without importing Ray.
+
 next: ray_engine.py.
 """
 

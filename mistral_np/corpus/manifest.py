@@ -21,6 +21,10 @@ The file is rewritten whole, atomically (files.py:atomic_file), after each shard
 that Parquet readers given the folder (``pyarrow.parquet.read_table(OUTPUT)``, ``ray.data.read_parquet``)
 skip it, as they skip Spark's ``_SUCCESS``.
 
+tests/test_corpus.py checks what it records after a run, that a run killed between a shard's rename and the
+manifest's update resumes to the same output, and that another recipe, model, input or shard size is refused
+naming the difference, with nothing in OUTPUT changed (names, bytes, modification times).
+
 next: shards.py.
 """
 

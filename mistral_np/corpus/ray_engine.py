@@ -21,6 +21,10 @@ needs mistral_np with the ``corpus`` extra on every node, and MODEL and INPUT at
 
 This is the only module of mistral_np that imports Ray, and only when ``run_ray`` is called.
 
+Checked on a local Ray instance (2 CPUs) in tests/test_corpus.py: its shards equal the local engine's byte
+for byte, it resumes an output the local engine began, no other module imports Ray, and no Ray process is
+left behind.
+
 next: job.py.
 """
 

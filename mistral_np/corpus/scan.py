@@ -12,6 +12,10 @@ it), 0 for Parquet. Worked example, files of 3 and 4 records, shards of 5:
 
     shard 0: (0, 0, 3, 0), (1, 0, 2, 0)        shard 1: (1, 2, 2, 0)
 
+tests/test_corpus.py checks that bad corpora (a duplicate id, a record without its text, mixed or float ids,
+a line that is not JSON) are refused in one line naming the file and the line before OUTPUT is created, and
+the plan through shards that straddle a JSON-lines and a Parquet file.
+
 next: manifest.py.
 """
 

@@ -14,6 +14,10 @@ does not list, which gives the same rows, because a vector depends on its text a
 
 ``read_embeddings(OUTPUT)`` reads the shards back, in order, as (ids, (N, K) float32).
 
+tests/test_corpus.py reads the shards back with pyarrow's own reader (schema, ids, truncated flags), and kills
+a run inside a shard's atomic write to check that the next run removes the temporary and writes the same
+bytes.
+
 next: batches.py.
 """
 

@@ -16,6 +16,9 @@ e5 model card's ``last_token_pool`` instead assumes right padding unless *every*
 token.  A row that is all padding gives zeros (never NaN): the mean divides by 1e-9, not by 0, and the
 normalization divides by 1e-12 at least.
 
+Checked against sentence-transformers' ``Pooling`` module in tests/test_embed.py (both padding sides, an
+all-padding row included), which also checks the worked examples above.
+
 next: that is the embedding path; quantization (mistral_np/quant/) is the next side road.
 """
 

@@ -15,6 +15,10 @@ normalization, queries prefixed ``"Instruct: {task}\\nQuery: "``, documents plai
 ``TASKS`` holds the e5 authors' task definitions (microsoft/unilm ``e5/utils.py``
 ``get_task_def_by_task_name_and_type``), keyed by a short name usable as ``prompt_name=``.
 
+Checked against sentence-transformers in tests/test_embed.py: folders it wrote (6.2) and an old-layout folder
+written by hand load to their recipes and give its vectors, unsupported folders are refused, and the presets share
+one recipe and are found by name.
+
 next: embedder.py.
 """
 

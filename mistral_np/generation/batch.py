@@ -44,6 +44,10 @@ itself picks another micro-kernel from 4 rows on: all give other last bits. A ke
 its one-row arithmetic is used in one pass automatically (for the fused path: a few-token twin of fused.py's
 step). ``stacking="always"`` forces one call (faster with such a kernel, no longer exact), ``"never"`` forbids it.
 
+tests/test_batch_decode.py checks that each row of a batched step equals loop.py's one-token steps bit for bit
+(float weights, Q4_0 with int8 and float activations, sequences joining and leaving), that a resumed prefill equals
+the full one, when a cache may be rewound, and the stacking policy; tests/test_serve.py runs it inside the server.
+
 next: back to loop.py, or on to mistral_np/serve/ (the server built on this file).
 """
 

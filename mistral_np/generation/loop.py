@@ -25,6 +25,11 @@ those of re-running ``forward`` on the growing sequence). The prompt default, "a
 weights with at least 2048 inputs and float for narrower ones, where the int8 GEMM is slower than BLAS
 (quant/tensor.py:resolve_activations). Float weights ignore the choice.
 
+Checked against transformers' greedy ``generate`` on tiny random Mistral (window 4) and Llama models in
+tests/test_generate.py, for several chunk sizes; tests/test_quantize.py checks that float activations on
+quantized weights give exactly the tokens of re-running ``forward``, and tests/test_batch_decode.py and
+tests/test_fused_decode.py check the batched and fused steps against this loop.
+
 next: the embeddings (mistral_np/embeddings/) are the other way to use the model.
 """
 

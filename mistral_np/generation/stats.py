@@ -1,5 +1,9 @@
 """Counts and timings of one generation: ``model.last_stats`` after ``generate`` / ``chat``.
 
+tests/test_generate.py checks the counts and the stop reason after ``generate`` and ``chat``;
+tests/test_cli_generate.py and tests/test_first_hour.py check the printed summary (no "nan tok/s" for
+zero new tokens).
+
 next: loop.py.
 """
 

@@ -1,5 +1,10 @@
 """Stop strings in a stream of text pieces.
 
+tests/test_generate.py checks stop strings split across pieces (never shown, held text released at
+the end, the earliest of several) and one spanning a token boundary in generated text;
+tests/test_serve.py and tests/test_cli_generate.py send stop strings through the server and the
+command line.
+
 next: stats.py.
 """
 

@@ -14,6 +14,10 @@ For calls of more than ``QUERY_BLOCK`` tokens the same computation runs block by
 (gqa_blocked.py, the tested twin), so the score matrix never holds T x S entries at once; only the
 plain path here records the probabilities in a trace. Matches HF ``MistralAttention`` (eager/SDPA).
 
+Checked against transformers' ``MistralAttention`` in tests/test_model.py (q, k, v, q_rope, k_rope,
+attn_probs and attn_output of every layer, on sequences at least 3W long); tests/test_kv_cache.py runs
+it over a cache, chunk by chunk, against one full pass.
+
 next: rope.py.
 """
 

@@ -6,6 +6,9 @@
 Shapes: (T, D) -> (T, D). Matches HF ``MistralDecoderLayer``. ``cache`` is this layer's view of the KV
 cache and ``trace`` this layer's view of the trace (both may be the do-nothing defaults).
 
+Checked against transformers' ``MistralDecoderLayer`` in tests/test_model.py, which compares each
+layer's attn_residual and output with transformers'.
+
 next: attention.py.
 """
 

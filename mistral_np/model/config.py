@@ -19,6 +19,10 @@ Presets: Mistral-7B v0.1 (window 4096, theta 1e4; the e5/SFR/Linq embedders shar
 160) and the Tekken vocabulary of 131072: Mistral-Nemo-12B (theta 1e6, 40 layers) and Mistral-Small-24B
 (theta 1e8, F = 32768), neither with a window (docs/references.md#nemo-small).
 
+tests/test_config.py checks that the presets equal the real checkpoints' config.json and that a config
+survives a round trip through transformers' ``MistralConfig``; tests/test_nemo_small.py checks the Nemo and
+Small presets against their real files.
+
 next: params.py (which tensors a model with this config has).
 """
 

@@ -13,6 +13,10 @@ softmax. Every query sees at least itself, so no row is all -inf.
 
 docs/figures/gqa.png draws Mistral-7B's head sharing, found by running ``mix_values``.
 
+tests/test_attention.py checks it against textbook multi-head attention with the KV heads repeated (G = 1,
+2, 4, 8), and that each row of probabilities sums to 1 inside the window; tests/test_model.py compares
+every layer's attn_probs with transformers'.
+
 next: mlp.py (the other half of a layer).
 """
 

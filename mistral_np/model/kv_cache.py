@@ -48,6 +48,9 @@ Mistral-7B v0.1 (L=32, W=4096, K=8, Dh=128) in float32: 2 x 32 x 4096 x 8 x 128 
 docs/figures/rolling_buffer.png draws the slots over a chunked prefill and decode (docs/tour.md);
 ``mistral-np trace MODEL "..." --cache`` prints them for a real prompt.
 
+tests/test_kv_cache.py replays the worked example above and checks that a prompt prefilled in random chunks and
+then decoded gives the logits of one full pass without a cache, on random tiny models whose rolling buffer wraps.
+
 next: masks.py (which of these keys a query may see).
 """
 

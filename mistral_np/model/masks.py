@@ -20,6 +20,10 @@ any order. Empty cache slots carry position -1 and a key position > i never pass
 
 docs/figures/window_mask.png draws it against the causal mask for W = 4 (docs/tour.md).
 
+tests/test_masks.py checks the worked example above (the figure of Mistral's README), min(i + 1, W)
+keys per row and slots in any order; tests/test_model.py checks the window against transformers on
+sequences at least 3W long.
+
 next: gqa.py (the scores this mask is added to).
 """
 

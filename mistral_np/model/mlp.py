@@ -4,6 +4,9 @@
 
 Shapes: x (T, D) -> gate, up (T, F) -> (T, D). Matches HF ``MistralMLP`` (``act_fn = silu``).
 
+tests/test_mlp.py checks a hand-computed example, and tests/test_model.py compares every layer's
+mlp_output with transformers' ``MistralMLP``.
+
 next: rmsnorm.py.
 """
 

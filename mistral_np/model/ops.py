@@ -6,6 +6,10 @@
 multiplied directly; anything else (a quantized tensor, a BF16 weight converted on use) brings its
 own ``matmul``. The model code calls ``linear`` and never branches on the weight's kind.
 
+tests/test_mlp.py checks silu, softmax and log_softmax by hand; ``linear`` and ``take_rows`` are
+checked with quantized weights in tests/test_quant_kernels.py and with float ones by every
+comparison of tests/test_model.py with transformers.
+
 next: that is the whole model. mistral_np/generation/loop.py drives it token by token.
 """
 

@@ -4,6 +4,9 @@ Shapes: x (T, D), weight (D,) -> (T, D). Computed in the activation dtype (float
 transformers computes the statistic in float32 even for a float64 model, which our float64 path
 deliberately does not imitate (docs/references.md#float64). Matches HF ``MistralRMSNorm`` / ``LlamaRMSNorm``.
 
+tests/test_rmsnorm.py checks a hand-computed vector and scale invariance, and tests/test_model.py compares
+every layer's attn_input and the final_norm with transformers'.
+
 next: ops.py.
 """
 

@@ -19,6 +19,10 @@ The angles and their cos/sin are computed in float64 and then rounded to the com
 positional argument every layer receives (attention rotates with the tables and masks with the positions).
 Matches HF ``apply_rotary_pos_emb`` / ``MistralRotaryEmbedding`` (default rope type).
 
+tests/test_rope.py checks that norms are kept, that scores depend on the position difference only, and the
+permutation (its worked example and inverse; half-split on permuted weights equals interleaved on the
+original); tests/test_model.py compares q_rope and k_rope with transformers'.
+
 next: kv_cache.py (where the rotated keys are kept).
 """
 

@@ -20,6 +20,10 @@ is a view that prefixes ``layers.{l}.`` to the names it records.
 ``mistral-np trace`` (cli/trace.py) prints these per layer: shape, mean, std, max |x|, with attention tables, a
 logit lens and the cache map.
 
+tests/test_model.py checks the names in forward order, that recording changes no number, and every recorded
+tensor against the same points hooked in transformers; tests/test_trace_cli.py checks that ``mistral-np trace``
+prints its numbers.
+
 next: config.py is where the reading order starts; this file is a side road.
 """
 

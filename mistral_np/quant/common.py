@@ -9,6 +9,11 @@ reduction axis, so one output element is a sum over whole blocks of one row.
 The checks here are the loud part of the API: a weight that cannot be quantized exactly as ggml
 would (wrong shape, NaN/Inf, a scale too large for fp16) is refused with the tensor's name.
 
+tests/test_quant_ref.py checks its refusals (NaN/Inf weights, an input size that is not whole
+blocks, a scale that overflows fp16, each naming the tensor) and, through the three formats, the
+block cutting and nibble packing against gguf-py; tests/test_hardening.py checks that a non-finite
+scale in a file is refused.
+
 next: q4_0.py.
 """
 

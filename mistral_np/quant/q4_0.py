@@ -24,6 +24,11 @@ Worked example, a block whose largest-|w| element is w[0] = -4.0 and w[16] = 1.0
 A weight (out, in) becomes ``packed`` (out, in/32 * 18) uint8: each row is its blocks in order,
 exactly the bytes of a GGUF Q4_0 tensor, so gguf-py and llama.cpp read what we write.
 
+Checked against gguf-py in tests/test_quant_ref.py: the bytes equal ``gguf.quantize``'s bit for bit
+on adversarial blocks (but the sign of an all-zero block's scale, where we follow ggml), the floats
+equal ``gguf.dequantize``'s on any bytes, and the worked example above is checked there;
+tests/test_quant_kernels.py holds the Numba twins to it.
+
 next: q8_0.py (the same idea with one int8 per weight).
 """
 

@@ -16,6 +16,10 @@ d stored as fp16 (the float32 d is used for qs).
 Worked example: a block with max|w| = 2.54 and w[1] = -0.05:
 ``d = 0.02``; ``qs[1] = roundf(-2.5) = -3`` (NumPy's ``round`` would give -2).
 
+Checked against gguf-py in tests/test_quant_ref.py: the bytes equal ``gguf.quantize``'s bit for bit
+on adversarial blocks (ties rounded away from zero included) and the floats equal
+``gguf.dequantize``'s on any bytes; tests/test_quant_kernels.py holds the Numba twins to it.
+
 next: q4_1.py (the asymmetric 4-bit format of some GGUF files).
 """
 

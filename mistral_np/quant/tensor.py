@@ -20,6 +20,11 @@ and the embedders run on ``with_activations("int8")`` views of the weights (``de
 asked to (their default for quantized weights), never through a hidden switch, so ``model.forward(ids)``
 is always the float path.
 
+tests/test_quant_kernels.py checks the tensor API (``take_rows``, ``matmul``, ``dequantize`` and ``packed``
+before and after repacking, on a memory map), that a matmul never builds the float weight, and which
+activations ``with_activations`` and ``decode_weights`` choose; tests/test_quant_ref.py checks ``quantize``
+and ``reconstruction_error``.
+
 next: fast/layout.py (the fast twins start there).
 """
 

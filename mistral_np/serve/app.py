@@ -14,6 +14,10 @@ its job: a stream notices when its connection closes (Starlette listens for ``ht
 request through a task that waits for the same message. Every error is JSON in OpenAI's shape; user input
 never causes a 500.
 
+Checked through the real ``openai`` client in tests/test_serve.py and tests/test_serve_smollm2.py: the
+routes, streaming, the API key (401), bad inputs (400 naming the field), the queue limit (503 with
+Retry-After), a disconnect freeing its slot, and the access log.
+
 next: server.py (loading the model and running uvicorn).
 """
 

@@ -15,6 +15,11 @@ penalty, ``pick_token`` with the job's own ``np.random.default_rng(seed)``, stop
 the tokenizer's ``StreamDecoder``, the token budget; so the text equals ``model.generate``/``model.chat``'s at
 the same settings whenever the logits are the same (generation/batch.py says when they are).
 
+tests/test_serve.py checks through the real ``openai`` client that streamed and plain answers equal
+``model.chat``/``model.generate`` at the same settings (greedy and seeded, with stop strings and logprobs) and
+that /v1/embeddings equals ``Embedder.encode``; tests/test_serve_smollm2.py does the same for chat on a real
+model.
+
 next: worker.py.
 """
 

@@ -19,6 +19,9 @@ turns into HTTP 400 with OpenAI's error body ``{"error": {"message", "type", "pa
 Defaults are OpenAI's: temperature 1, top_p 1, chat ``max_tokens`` until a stop or the end of the context,
 completions ``max_tokens`` 16.
 
+tests/test_serve_units.py checks the rules field by field (each refusal names its field), and
+tests/test_serve.py that the running server answers bad inputs with 400 naming the field.
+
 next: responses.py (what goes back).
 """
 

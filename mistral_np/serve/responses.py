@@ -21,6 +21,10 @@ Streamed (``text/event-stream``): one ``data: {json}`` event per chunk, the same
 carries ``"usage": null`` until the usage chunk. ``completion_tokens`` counts every sampled token, a final stop
 token (EOS) included; ``cached_tokens`` is the prompt prefix reused from a slot's cache (slots.py).
 
+Checked against the ``openai`` client in tests/test_serve.py, which parses these objects and chunks and checks
+them field by field (ids, created, role first, finish_reason, the usage chunk, ``data: [DONE]``, logprobs);
+tests/test_serve_units.py checks ``token_bytes``.
+
 next: slots.py.
 """
 

@@ -10,6 +10,10 @@ the port opens, so the first request is not the one that pays for loading the ke
 
 Port 0 takes any free port; the line ``listening on http://HOST:PORT`` on stderr says which.
 
+tests/test_serve.py and tests/test_serve_smollm2.py start it as a real process (an LM given the e5 recipe also
+embeds; a model without a recipe refuses /v1/embeddings naming the flag), and tests/test_serve_units.py checks
+that it listens on 127.0.0.1 unless told otherwise.
+
 next: back to the package docstring (mistral_np/serve/__init__.py).
 """
 

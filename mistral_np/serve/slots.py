@@ -22,6 +22,11 @@ prefill of the 35 tokens runs from 16 on.
 Which slot: the one with the longest reusable prefix; among equals, the least recently used, so that the
 conversations other slots hold survive longest.
 
+tests/test_serve_units.py checks the reuse rule (the common canonical prefix rounded down to the chunk) and
+the choice of slot (the longest reuse, then the least recently used); tests/test_serve.py and
+tests/test_serve_smollm2.py check that a second chat turn reuses the cache and equals the answer computed
+without it.
+
 next: jobs.py.
 """
 

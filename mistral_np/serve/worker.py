@@ -15,6 +15,10 @@ slot at once, keeping the slot's tokens and cache for the next request that exte
 The queue is bounded: ``submit`` refuses a job (app.py answers 503 with Retry-After) when the jobs waiting
 and running already number ``slots + max_queue``.
 
+tests/test_serve.py checks it through the running server: four concurrent streams each equal the stream alone,
+a full queue gives 503, and a disconnect frees the slot at once; tests/test_serve_smollm2.py runs the
+concurrent streams on a real model.
+
 next: app.py.
 """
 

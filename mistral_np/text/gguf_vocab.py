@@ -24,7 +24,11 @@ A GGUF has no tokenizer.json; llama.cpp stores the vocabulary under ``tokenizer.
 
 Every key is type-checked before use; a refusal names the file and the key (and the index at fault).
 The returned ``Tokenizer`` carries ``chat_template`` (str or None) and ``add_bos_token`` (bool) as the file
-states them. next: chat.py.
+states them.
+Checked against llama.cpp's ids, the source tokenizers (mistral-common's Tekkenizer, sentencepiece, the
+tokenizer.json) and transformers' GGUF tokenizer in tests/test_gguf_tokenizers.py, and against transformers and
+sentencepiece in tests/test_gguf.py.
+next: chat.py.
 """
 
 from __future__ import annotations

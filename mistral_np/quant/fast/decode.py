@@ -18,6 +18,11 @@ thread; ``gemv_*`` split the rows into groups run by ``prange``, several per thr
 kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
 The vector loads are unchecked: every offset below stays inside its array by construction.
 
+tests/test_quant_kernels.py checks both kinds of kernel on awkward shapes: float activations within
+the float32 bound of the float64 product, int8 ones within the documented bound and equal to their
+NumPy twin (quant/activations.py) up to the float32 rounding of the sum over blocks, and serial and
+parallel runs giving the same bits.
+
 next: kernels.py (prefill, dequantization, entry points).
 """
 

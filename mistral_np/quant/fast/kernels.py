@@ -22,6 +22,10 @@ by a 65536-entry table here, by the CPU's half->float conversion in decode.py: b
 
 Set ``OMP_WAIT_POLICY=PASSIVE`` in the environment (not here) when BLAS and Numba share the CPU.
 
+tests/test_quant_kernels.py checks every twin against its reference (the same dequantized bits;
+products within the float32 bound of the float64 one) on awkward shapes, and that a matmul never
+builds the float weight; the references are checked against gguf-py in tests/test_quant_ref.py.
+
 next: quantize.py (the quantizers).
 """
 

@@ -20,6 +20,9 @@ Byte j holds element j (low nibble) and element j + 16 (high nibble), as in ggml
 the same fp16 scales: the layout costs exactly the file's memory, and ``unrepack`` rebuilds the ggml
 bytes, so a tensor keeps one copy, not two. Activations are reordered to match (decode.py).
 
+tests/test_quant_kernels.py checks that ``repack`` then ``unrepack`` gives the ggml bytes back, that the
+repacked copy costs exactly the file's bytes, and the picture above (the group order and the tail).
+
 next: simd.py.
 """
 

@@ -17,6 +17,9 @@ features Numba compiles for (its own setting, so cached code stays consistent); 
 
 Loads are unaligned and unchecked: callers keep offsets inside the arrays (element offsets).
 
+tests/test_quant_kernels.py compiles each lowering of ``dpbusd`` and of the prompt GEMM's dot steps
+with llvmlite for this CPU and checks them against NumPy, at the int16 extremes too.
+
 next: decode.py.
 """
 

@@ -11,6 +11,10 @@ memory, not by arithmetic.
     I32x16  <16 x i32>    16 int32 lanes
     F32x16  <16 x float>  16 float32 lanes
 
+tests/test_quant_kernels.py runs the 512-bit prompt GEMM on every CPU (compiled to plain IR where
+AVX-512 VNNI is missing) against its NumPy twin (quant/activations.py), and checks that it is chosen
+only when asked.
+
 next: decode.py.
 """
 
