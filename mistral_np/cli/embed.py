@@ -27,8 +27,8 @@ import sys
 
 import numpy as np
 
-from ..errors import FileAccessError, InvalidArgumentError, PathNotFoundError
-from ..files import atomic_file
+from ..errors import InvalidArgumentError
+from ..files import atomic_file, read_text
 from .common import HelpFormatter, add_threads_option, examples
 
 
@@ -97,18 +97,7 @@ def _common(p) -> None:
 
 
 def _read_texts(path: str | None, fmt: str | None) -> list[str]:
-    if path is None:
-        data = sys.stdin.read()
-    else:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise PathNotFoundError(f"{path}: no such file") from None
-        except UnicodeDecodeError as e:
-            raise InvalidArgumentError(f"{path}: not UTF-8 text (byte {e.start})") from None
-        except OSError as e:
-            raise FileAccessError(f"{path}: cannot read ({e.strerror})") from None
+    data = sys.stdin.read() if path is None else read_text(path)
     fmt = fmt or ("jsonl" if path and path.endswith(".jsonl") else "lines")
     lines = data.splitlines()
     if fmt == "lines":
