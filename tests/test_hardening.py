@@ -96,6 +96,19 @@ def test_a_moved_safetensors_range_names_the_tensor_that_moved(bases, tmp_path):
     refused(d, CheckpointError, "model.safetensors", "overlaps", a, b)
 
 
+def test_a_dropped_last_safetensors_entry_names_the_tensor_before_the_hole(bases, tmp_path):
+    """The entry whose bytes end the data section, dropped: the bytes left at the end are reported after the
+    tensor before them (the file no longer knows the dropped name)."""
+    d = copy(bases["hf"], tmp_path / "m")
+    f = os.path.join(d, "model.safetensors")
+    header, data = header_of(f)
+    spans = sorted((v["data_offsets"], k) for k, v in header.items() if k != "__metadata__")
+    last, before = spans[-1][1], spans[-2][1]
+    del header[last]
+    write_header(f, header, data)
+    refused(d, CheckpointError, "model.safetensors", "unaccounted for", before)
+
+
 def test_duplicate_safetensors_tensor_names(bases, tmp_path):
     d = copy(bases["hf"], tmp_path / "m")
     f = os.path.join(d, "model.safetensors")

@@ -106,8 +106,10 @@ class SafetensorsFile:
                                       f"{covered}..{start}{after} unaccounted for (corrupt data_offsets)")
             covered, before = end, name
         if covered != self.data_size:
-            raise CheckpointError(f"{path}: the tensors cover {covered} bytes of a {self.data_size}-byte data section "
-                                  "(corrupt data_offsets, or bytes appended to the file)")
+            after = f" after tensor {before!r}" if before else ""   # the last tensor: a dropped entry's neighbour
+            raise CheckpointError(f"{path}: the tensors cover {covered} bytes of a {self.data_size}-byte data section, "
+                                  f"leaving bytes {covered}..{self.data_size}{after} unaccounted for (corrupt "
+                                  "data_offsets, or bytes appended to the file)")
 
     def _check(self, name, info):
         where = f"{self.path}: tensor {name!r}"
