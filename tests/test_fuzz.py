@@ -59,7 +59,9 @@ def test_family(harness, family):
     bases, worker, tmp_path_factory = harness
     seen = []
 
-    @settings(max_examples=CASES_PER_FAMILY, deadline=None, database=None,
+    # derandomize: the same cases on every run, so that CI is red for a regression and never by the luck of the
+    # draw; new cases come from the long runs of tools/fuzz.py (docs/reliability.md), whose finds become tests here.
+    @settings(max_examples=CASES_PER_FAMILY, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(seed=st.integers(0, 2 ** 32 - 1), data=st.data())
     def case(seed, data):
