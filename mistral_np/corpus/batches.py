@@ -83,7 +83,8 @@ class EmbedBatches:
                 "instruction": self.instruction, "prompt_name": self.prompt_name,
                 "prompt": e.prompt(self.instruction, self.prompt_name), "include_prompt": c.include_prompt,
                 "prefix_ids": list(e.prefix_ids), "suffix_ids": list(e.suffix_ids), "padding_side": e.padding_side,
-                "dimensions": self.dimensions, "width": self.dimensions or e.dim}
+                "dimensions": self.dimensions, "width": self.dimensions or e.dim,
+                "activations": e.activations}    # quantized weights: int8 or float activations give other vectors
 
 
 def _columns(batch) -> dict:

@@ -5,7 +5,7 @@
         "library": {"name": "mistral_np", "version": "0.1.0"},
         "model": {"sha256": ...},                     inputs.model_fingerprint
         "recipe": {"name", "pooling", "normalize", "max_length", "instruction", "prompt_name", "prompt",
-                   "include_prompt", "prefix_ids", "suffix_ids", "dimensions", "width"},
+                   "include_prompt", "prefix_ids", "suffix_ids", "dimensions", "width", "activations"},
         "input": {"fingerprint", "id_field", "text_field", "id_kind", "records"},
         "shard_size": 1000},
      "model": {"path", "files": [...]},  "input": {"path", "files": [...]}      where they were, for the next run
