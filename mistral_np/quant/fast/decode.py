@@ -45,6 +45,24 @@ AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.
 
 
 @njit(cache=True)
+def block_scale(x, blk):
+    """Block blk of x (32 values) -> (d, 1/d): d = max|x| / 127 as ggml's quantize_row_q8_0_ref (0 for a zero block)."""
+    amax = np.float32(0.0)
+    for k in range(Q):
+        amax = max(amax, abs(x[blk * Q + k]))
+    d = amax / np.float32(127.0)
+    return d, (np.float32(1.0) / d if d != 0 else np.float32(0.0))
+
+
+@njit(cache=True)
+def round_away(v):
+    """v rounded half away from zero (C's roundf, which ggml uses) as int8; |v| <= 127 here."""
+    a = abs(v)
+    r = np.floor(a) + np.floor(2 * (a - np.floor(a)))
+    return np.int8(r if v >= 0 else -r)
+
+
+@njit(cache=True)
 def quantize_x_q8_0(x):
     """x (in,) float32 -> Q8_0 as ggml's quantize_row_q8_0_ref (roundf).
 
@@ -55,18 +73,11 @@ def quantize_x_q8_0(x):
     dx = np.empty(nb, dtype=np.float32)
     sx = np.empty(nb, dtype=np.int32)
     for blk in range(nb):
-        amax = np.float32(0.0)
-        for k in range(Q):
-            amax = max(amax, abs(x[blk * Q + k]))
-        d = amax / np.float32(127.0)
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+        d, inv = block_scale(x, blk)
         dx[blk] = d
         s = 0
         for k in range(Q):
-            v = x[blk * Q + k] * inv
-            a = abs(v)
-            r = np.floor(a) + np.floor(2 * (a - np.floor(a)))  # round half away from zero
-            q = np.int8(r if v >= 0 else -r)
+            q = round_away(x[blk * Q + k] * inv)
             xq[blk * Q + k] = q
             s += q
         sx[blk] = s

@@ -59,6 +59,7 @@ from numba import njit, prange
 
 from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
+from .decode import block_scale, round_away
 from .layout import V
 from .simd import (cvt_i32x8, dot8_bytes, dot8_nibbles, fma_f32x8, hsum_f32x8, load_f16x8, load_f32x8, load_i8x32,
                    load_i32x8, mul_f32x8, nib_hi, nib_lo, zero_f32x8)
@@ -93,18 +94,11 @@ def _quantize_row(x, offset, wide, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16):
     lane b, byte k. The last group may be partly padding (zeros)."""
     nb = x.shape[0] // Q
     for blk in range(nb):
-        amax = np.float32(0.0)
-        for j in range(Q):
-            amax = max(amax, abs(x[blk * Q + j]))
-        d = amax / np.float32(127.0)
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+        d, inv = block_scale(x, blk)
         c, b = blk // V, blk % V
         total = 0
         for j in range(Q):
-            v = x[blk * Q + j] * inv
-            a = abs(v)
-            r = np.floor(a) + np.floor(2 * (a - np.floor(a)))  # round half away from zero
-            q = np.int8(r if v >= 0 else -r)
+            q = round_away(x[blk * Q + j] * inv)
             total += q
             piece = 2 * ((j % 16) // 4) + j // 16
             if wide:

@@ -238,24 +238,36 @@ def emit_dot8_nibbles(builder, acc, us, ss, mode: str):
             pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [u, s])
             total = pairs if total is None else builder.add(total, pairs)
         return builder.add(acc, _call(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [total, _splat(_V16I16, 1)]))
+    return _dpbusd_chain(builder, acc, us, ss, mode)
+
+
+def _dpbusd_chain(builder, acc, us, ss, mode: str):
+    """IR for acc + emit_dpbusd of each (u, s) pair in turn."""
     for u, s in zip(us, ss):
         acc = emit_dpbusd(builder, acc, u, s, mode)
     return acc
 
 
-@intrinsic
-def dot8_nibbles(typingctx, acc, us, ss):
-    """acc + sum over 8 pairs of dpbusd(u_i, s_i): us, ss tuples of 8 I8x32, every byte of u in 0..15."""
-    tup = types.UniTuple(I8x32, 8)
-    if (acc, us, ss) != (I32x8, tup, tup):
-        return None
+def _dot8(emit):
+    """An intrinsic dot8(acc, us, ss) -> acc + the sum over 8 pairs of dpbusd(u_i, s_i), lowered by ``emit``:
+    us, ss tuples of 8 I8x32."""
 
-    def codegen(context, builder, sig, args):
-        u = [builder.extract_value(args[1], i) for i in range(8)]
-        s = [builder.extract_value(args[2], i) for i in range(8)]
-        return emit_dot8_nibbles(builder, args[0], u, s, dot_mode(_features(context)))
+    def dot8(typingctx, acc, us, ss):
+        tup = types.UniTuple(I8x32, 8)
+        if (acc, us, ss) != (I32x8, tup, tup):
+            return None
 
-    return I32x8(acc, us, ss), codegen
+        def codegen(context, builder, sig, args):
+            u = [builder.extract_value(args[1], i) for i in range(8)]
+            s = [builder.extract_value(args[2], i) for i in range(8)]
+            return emit(builder, args[0], u, s, dot_mode(_features(context)))
+
+        return I32x8(acc, us, ss), codegen
+
+    return intrinsic(dot8)
+
+
+dot8_nibbles = _dot8(emit_dot8_nibbles)  # every byte of u in 0..15
 
 
 def emit_dot8_bytes(builder, acc, us, ss, mode: str):
@@ -264,9 +276,7 @@ def emit_dot8_bytes(builder, acc, us, ss, mode: str):
     VNNI: 8 chained ``vpdpbusd`` (exact for any bytes). AVX2: u = 16 hi + lo split into nibbles, each half
     summed as in ``emit_dot8_nibbles`` (exact), then acc + pmaddwd(lo sums, 1) + pmaddwd(hi sums, 16)."""
     if mode != "avx2":
-        for u, s in zip(us, ss):
-            acc = emit_dpbusd(builder, acc, u, s, mode)
-        return acc
+        return _dpbusd_chain(builder, acc, us, ss, mode)
     sums = []
     for half in (lambda u: builder.and_(u, _splat(_V32I8, 15)), lambda u: builder.lshr(u, _splat(_V32I8, 4))):
         total = None
@@ -279,19 +289,7 @@ def emit_dot8_bytes(builder, acc, us, ss, mode: str):
     return builder.add(acc, builder.add(lo, hi))
 
 
-@intrinsic
-def dot8_bytes(typingctx, acc, us, ss):
-    """acc + sum over 8 pairs of dpbusd(u_i, s_i): us, ss tuples of 8 I8x32, u unsigned bytes (any)."""
-    tup = types.UniTuple(I8x32, 8)
-    if (acc, us, ss) != (I32x8, tup, tup):
-        return None
-
-    def codegen(context, builder, sig, args):
-        u = [builder.extract_value(args[1], i) for i in range(8)]
-        s = [builder.extract_value(args[2], i) for i in range(8)]
-        return emit_dot8_bytes(builder, args[0], u, s, dot_mode(_features(context)))
-
-    return I32x8(acc, us, ss), codegen
+dot8_bytes = _dot8(emit_dot8_bytes)  # u any unsigned byte
 
 
 @intrinsic
