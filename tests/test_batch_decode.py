@@ -67,6 +67,8 @@ def test_batched_rows_equal_the_single_sequence_loop(kind, activations, fused):
     weights = decode_params(model.params, activations)
     one = fused_decoder(weights, model.config, activations) if fused else None
     assert (dec.fused is not None) == (one is not None) == (fused and kind == "q4_0")
+    if kind == "q4_0":  # quantized matvecs give the one-row bits: every weight is read once a step, for all rows
+        assert dec.stacked_rows("lm_head") == dec.stacked_rows("layers.1.down_proj") == frozenset({2, 3, 4})
     prompt_weights = decode_params(model.params, loop_defaults()["prompt_activations"])   # what generate_ids uses
     caches = [KVCache(model.config, max_len=64) for _ in prompts]
     refs = [KVCache(model.config, max_len=64) for _ in prompts]

@@ -204,7 +204,8 @@ def _jit_ir(mode, emit, n_pairs):
     from mistral_np.quant.fast import simd
 
     host = llvm.get_host_cpu_features().flatten()
-    if simd.dot_mode(host) == "generic" and mode != "generic" or simd.dot_mode(host) == "avx2" and mode == "vnni":
+    if simd.dot_mode(host) == "generic" and mode != "generic" or simd.dot_mode(host) == "avx2" and mode == "vnni" \
+            or mode == "vnni512" and simd.wide_mode(host) != "vnni512":
         pytest.skip(f"this CPU cannot run the {mode} lowering")
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
@@ -244,17 +245,18 @@ def test_every_dpbusd_lowering_agrees(mode):
         np.testing.assert_array_equal(acc, want)
 
 
-@pytest.mark.parametrize("mode", ["vnni", "avx2", "generic"])
-@pytest.mark.parametrize("kind", ["nibbles", "bytes"])
-def test_every_dot8_lowering_agrees(mode, kind):
-    """simd.dot8_nibbles / dot8_bytes (the prompt GEMM's inner step, gemm.py) in each lowering against NumPy,
-    at the extremes too: 8 pairs of 15 * -127 in every int16 lane (AVX2 sums them there: -30480), and
-    u = 255 against 127 for bytes (split into nibbles on AVX2)."""
+@pytest.mark.parametrize("kind,mode", [(k, m) for k in ("nibbles", "bytes") for m in ("vnni", "avx2", "generic")] +
+                         [("nibbles_split", m) for m in ("vnni512", "vnni", "avx2", "generic")])
+def test_every_dot8_lowering_agrees(kind, mode):
+    """simd.dot8_nibbles / dot8_bytes (the prompt GEMM's inner step, gemm.py) and dot8_nibbles_split (the
+    decode kernels') in each lowering against NumPy, at the extremes too: 8 pairs of 15 * -127 in every int16
+    lane (AVX2 sums them there: -30480), and u = 255 against 127 for bytes (split into nibbles on AVX2)."""
     from mistral_np.quant.fast import simd
-    emit = simd.emit_dot8_nibbles if kind == "nibbles" else simd.emit_dot8_bytes
+    emit = {"nibbles": simd.emit_dot8_nibbles, "bytes": simd.emit_dot8_bytes,
+            "nibbles_split": simd.emit_dot8_nibbles_split}[kind]
     dot = _jit_ir(mode, emit, 8)
     rng = np.random.default_rng(8)
-    hi = 16 if kind == "nibbles" else 256
+    hi = 256 if kind == "bytes" else 16
     for trial in range(20):
         acc = rng.integers(-10 ** 6, 10 ** 6, 8).astype(np.int32)
         u = rng.integers(0, hi, 256).astype(np.uint8)
@@ -389,6 +391,28 @@ def test_int8_prompt_block_sums_are_exact_at_the_extremes(qtype, gemm_width):
         blocks[3, :, 2:5] = 0x80
     y = from_packed(qtype, packed, w.shape).matmul(x, activations="int8")
     assert np.all(np.abs(y - matmul_int8_ref(x, packed, w.shape, qtype)) <= int8_sum_bound(x, packed, w.shape, qtype))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("activations", ["float", "int8"])
+@pytest.mark.parametrize("serial", [True, False])
+def test_matvecs_give_each_row_the_bits_of_one_row(qtype, activations, serial, monkeypatch):
+    """A batched decode step (generation/batch.py, mistral-np serve) multiplies B rows in one call, the weight
+    read once (``matvecs``): row b must be bit for bit the one-row product of row b, or a stream's text would
+    depend on the others. The int8 kernels take rows 4 at a time, then one at a time, so B = 1..9 covers both
+    passes and their mixes; 18 blocks (two 8-block groups and a tail) and 65; serial and row-group runs."""
+    monkeypatch.setattr(kernels, "SERIAL_BYTES", 1 << 40 if serial else 0)
+    for blocks in (18, 65):
+        w, x, packed = case(qtype, 37, blocks, 9, 11)
+        t = from_packed(qtype, packed, w.shape)
+        for n in (1, 2, 3, 4, 5, 8, 9):
+            y = t.matvecs(x[:n], activations=activations)
+            assert y.shape == (n, 37) and y.dtype == np.float32
+            for b in range(n):
+                np.testing.assert_array_equal(y[b], t.matmul(x[b:b + 1], activations=activations)[0],
+                                              err_msg=f"{blocks} blocks, row {b} of {n}")
+    view = t.with_activations(activations)
+    np.testing.assert_array_equal(view.matvecs(x[:3]), t.matvecs(x[:3], activations=activations))
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

@@ -12,9 +12,9 @@ included); the table also gives the median time to first token and the median ga
     python -m tools.bench_serve --steps /work/bench/m7b-q4_0 [--clients 1 2 4]
 
 ``--steps`` times the batched decode step itself, in this process (generation/batch.py, no HTTP): the fastest of
-10 steps for B rows, as the server runs it (loop.py's decode step for each row: today the fused one for Q4
-models) and on the readable path with one matmul for all rows, so a busy machine moves it less than the
-end-to-end figures.
+10 steps for B rows, as the server runs it (for Q4 models the fused step of generation/fused.py with all rows in
+one call, every weight read once), against loop.py's step taken a row at a time, and the same two on the readable
+path; a busy machine moves these less than the end-to-end figures.
 
 llama-cpp-python's server (``python -m llama_cpp.server``, the ``bench`` extra) handles one request at a time,
 so its concurrent streams queue (with ``--interrupt_requests False``; by default a new request cuts the
@@ -196,9 +196,10 @@ def time_steps(path: str, clients: list[int], threads: int, reps: int = 10) -> N
     print("| rows B | step | fastest step ms | aggregate tok/s | x B = 1 |")
     print("|---|---|---|---|---|")
     base = None
-    for name, stacking, fused in (("as loop.py, a row at a time", "auto", None),
-                                  ("readable path, a row at a time", "never", False),
-                                  ("readable path, one matmul for all rows", "always", False)):
+    for name, stacking, fused in (("as the server runs it (all rows in one call)", "auto", None),
+                                  ("loop.py's step, a row at a time", "never", None),
+                                  ("readable path, each weight once for all rows", "auto", False),
+                                  ("readable path, a row at a time", "never", False)):
         dec = BatchDecoder(model, max_rows=max(clients), stacking=stacking, fused=fused)
         for b in clients:
             caches = [KVCache(model.config, max_len=256) for _ in range(b)]

@@ -120,11 +120,19 @@ def rewind(cache, n: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ decode
+def several_rows(w):
+    """The product of a few rows with ``w`` in one call: a quantized weight's ``matvecs`` (its one-row
+    kernel for each row, the weight read once), else ``linear``."""
+    return w.matvecs if hasattr(w, "matvecs") else (lambda x: linear(x, w))
+
+
 def rows_agree(w, rows: int, in_dim: int, dtype, seeds=(0, 1)) -> bool:
-    """Whether ``linear`` of ``rows`` random rows gives, row for row, the bits of ``linear`` of each row alone."""
+    """Whether ``several_rows(w)`` of ``rows`` random rows gives, row for row, the bits of ``linear`` of each
+    row alone."""
+    several = several_rows(w)
     for seed in seeds:
         x = np.random.default_rng(seed).standard_normal((rows, in_dim)).astype(dtype)
-        y = linear(x, w)                                                          # (rows, out)
+        y = several(x)                                                            # (rows, out)
         if not all(np.array_equal(y[i], linear(x[i:i + 1], w)[0]) for i in range(rows)):
             return False
     return True
@@ -138,17 +146,22 @@ def _kind(w) -> tuple:
 
 
 class RowwiseWeight:
-    """A weight whose ``matmul`` of several rows is one call where ``stacked`` holds that row count, else one
-    call per row. ``calls`` counts the calls made to the weight (a test sees the weight read once per step)."""
+    """A weight whose ``matmul`` of several rows is one call (``several_rows``) where ``stacked`` holds that row
+    count, else one call per row. ``calls`` counts the calls made to the weight (a test sees the weight read
+    once per step)."""
 
     def __init__(self, w, stacked: frozenset):
         self.w, self.stacked, self.calls = w, stacked, 0
         self.shape = w.shape
+        self._several = several_rows(w)
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
-        if len(x) == 1 or len(x) in self.stacked:
+        if len(x) == 1:
             self.calls += 1
-            return linear(x, self.w)                                              # (B, in) -> (B, out)
+            return linear(x, self.w)                                              # (1, in) -> (1, out)
+        if len(x) in self.stacked:
+            self.calls += 1
+            return self._several(x)                                               # (B, in) -> (B, out)
         self.calls += len(x)
         return np.concatenate([linear(x[i:i + 1], self.w) for i in range(len(x))])
 
@@ -192,19 +205,22 @@ class BatchDecoder:
 
     def stacked_rows(self, name: str) -> frozenset:
         """Row counts multiplied in one call for weight ``name`` ("lm_head" or "layers.{l}.{projection}"; the
-        layers of the fused path take one row at a time)."""
+        fused step takes all rows in one call unless stacking is "never")."""
         if name == "lm_head":
             return self.lm_head.stacked
         if self.fused is not None:
-            return frozenset()
+            return frozenset(range(2, self.max_rows + 1)) if self.stacking != "never" else frozenset()
         _, l, f = name.split(".")
         return getattr(self.layers[int(l)], f).stacked
 
     def describe(self) -> str:
         def rows(stacked):
             return f"one pass for {sorted(stacked)} rows" if stacked else "one row at a time"
-        layers = "fused one-token step per row (generation/fused.py)" if self.fused is not None else \
-            f"layers {rows(self.stacked_rows('layers.0.gate_proj'))}"
+        if self.fused is not None:
+            layers = "fused step (generation/fused.py), " + \
+                ("one row at a time" if self.stacking == "never" else "all rows in one call")
+        else:
+            layers = f"layers {rows(self.stacked_rows('layers.0.gate_proj'))}"
         return f"{layers}, LM head {rows(self.lm_head.stacked)}"
 
     def step(self, caches: list, tokens) -> np.ndarray:
@@ -214,8 +230,12 @@ class BatchDecoder:
             raise InvalidArgumentError(f"step takes 1..{self.max_rows} distinct caches, one token each; got "
                                        f"{len(caches)} caches and {B} tokens")
         ids = np.asarray(tokens, dtype=np.int64)
-        if self.fused is not None:                         # loop.py's step for each sequence, then the LM head
-            x = np.concatenate([self.fused.hidden_state(self.weights, ids[b:b + 1], c) for b, c in enumerate(caches)])
+        if self.fused is not None:                         # loop.py's compiled step, then the LM head
+            if self.stacking == "never":
+                x = np.concatenate([self.fused.hidden_state(self.weights, ids[b:b + 1], c)
+                                    for b, c in enumerate(caches)])
+            else:                                          # all rows in one call, each as alone
+                x = self.fused.hidden_states(self.weights, ids, caches)          # (B,) -> (B, D)
             return linear(x, self.lm_head)                                        # (B, D) -> (B, V)
         pos = [rotary_positions(np.array([c.next_position], dtype=np.int64), cfg.head_dim, cfg.rope_theta, dtype)
                for c in caches]                                                   # B x ((1,), (1, Dh/2) x2)

@@ -82,20 +82,35 @@ class FusedDecoder:
     def hidden_state(self, params, ids: np.ndarray, cache) -> np.ndarray:
         """``model.forward.hidden_states`` for one token id (1,) over ``cache``: embedding, the layers, the
         final norm.  -> (1, D)"""
-        x = take_rows(params.embed_tokens, ids).astype(np.float32, copy=False)     # (1,) -> (1, D)
-        return rms_norm(self.step(x, cache), params.norm, self.cfg.rms_norm_eps)
+        return self.hidden_states(params, ids, [cache])
 
-    def step(self, x: np.ndarray, cache) -> np.ndarray:
-        """x (1, D) float32 embedding of the token at cache.next_position -> (1, D) after the last layer."""
-        cfg, p = self.cfg, cache.next_position
-        if p >= cache.max_len:
-            raise InvalidArgumentError(f"KV cache full: position {p} does not fit in max_len={cache.max_len}")
-        cos, sin = rope_tables(np.array([p], dtype=np.int64), cfg.head_dim, cfg.rope_theta, np.float32)
-        out = _decode_layers(x[0].astype(np.float32), self.layers, cache.k, cache.v, cache.slot_pos, p, cos[0], sin[0],
+    def hidden_states(self, params, ids: np.ndarray, caches: list) -> np.ndarray:
+        """The same for B sequences at once, token ``ids[b]`` over ``caches[b]`` (each at its own position):
+        one compiled call, every weight read once for all B rows, row b exactly ``hidden_state(ids[b:b+1],
+        caches[b])``.  (B,) -> (B, D)"""
+        x = take_rows(params.embed_tokens, ids).astype(np.float32, copy=False)     # (B,) -> (B, D)
+        return rms_norm(self.step(x, caches), params.norm, self.cfg.rms_norm_eps)
+
+    def step(self, x: np.ndarray, caches: list) -> np.ndarray:
+        """x (B, D) float32 embeddings of the tokens at caches[b].next_position -> (B, D) after the last layer."""
+        cfg = self.cfg
+        if len(caches) != len(x) or len({id(c) for c in caches}) != len(caches):
+            raise InvalidArgumentError(f"the fused step takes one distinct cache per row: {len(x)} rows, "
+                                       f"{len(caches)} caches")
+        ps = np.array([c.next_position for c in caches], dtype=np.int64)
+        for c, p in zip(caches, ps):
+            if p >= c.max_len:
+                raise InvalidArgumentError(f"KV cache full: position {p} does not fit in max_len={c.max_len}")
+        # per row, as for one token: each row's angles are computed exactly as in a one-row step
+        tables = [rope_tables(ps[b:b + 1], cfg.head_dim, cfg.rope_theta, np.float32) for b in range(len(ps))]
+        cos, sin = np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables])   # (B, Dh/2)
+        out = _decode_layers(np.ascontiguousarray(x, dtype=np.float32), self.layers, tuple(c.k for c in caches),
+                             tuple(c.v for c in caches), tuple(c.slot_pos for c in caches), ps, cos, sin,
                              np.float32(cfg.rms_norm_eps), cfg.num_attention_heads, cfg.num_key_value_heads,
                              cfg.head_dim, self.window, self.int8, F16_TO_F32)
-        cache.seen[:] = p + 1
-        return out[None, :]
+        for c, p in zip(caches, ps):
+            c.seen[:] = p + 1
+        return out
 
 
 def fused_decoder(params, cfg, activations: str, dtype=np.float32) -> FusedDecoder | None:
@@ -131,24 +146,18 @@ def _rms_norm(x, w, eps, out):
 
 @njit(cache=True)
 def _matvec(x, mat, int8, lut, y):
-    """y = x @ w^T with decode.py's kernels: serial for a small weight, else row groups in parallel."""
+    """y = x @ w^T for the B rows of x (B, in) with decode.py's kernels, the weight read once for all rows:
+    serial for a small weight, else row groups in parallel.  -> y (B, out)"""
     qs, d, m, has_m, offset, n_groups = mat
-    out_dim, nb = d.shape
+    out_dim = d.shape[0]
     if int8:
-        xr, sxo, dx, dxs = decode.prepare_x_int8(x, offset)
+        xr, sxo, dx, dxs = decode.prepare_rows_int8(x, offset)
         if n_groups == 0:
             decode.rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, 0, out_dim, y)
         else:
             y[:] = decode.gemv_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups)
     else:
-        xsum = np.zeros(nb, dtype=np.float32)
-        if has_m:
-            for b in range(nb):
-                s = np.float32(0.0)
-                for j in range(32):
-                    s += x[b * 32 + j]
-                xsum[b] = s
-        xr = decode.interleave_x(x)
+        xr, xsum = decode.prepare_rows_float(x, has_m)
         if n_groups == 0:
             decode.rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, 0, out_dim, y)
         else:
@@ -202,45 +211,51 @@ def _attend(q, kc, vc, slot_pos, p, window, n_heads, n_kv, dh, out):
 
 
 @njit(cache=True)
-def _decode_layers(x, layers, k_cache, v_cache, slot_pos, p, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut):
-    """Every layer for one token at position p, updating the cache arrays in place.  x (D,) -> (D,)"""
-    d_model = x.shape[0]
+def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut):
+    """Every layer for B tokens, row b at position ps[b] over its own cache (k_caches[b], v_caches[b],
+    slot_pos[b]: tuples of B arrays), updating the caches in place.  x (B, D) -> (B, D)
+
+    Everything but the matmuls runs row by row; the matmuls take all rows (_matvec), and each row's
+    arithmetic is the same whatever B is, so row b equals a one-row step of that token."""
+    n_rows, d_model = x.shape
     x = x.copy()
-    a = np.empty(d_model, dtype=np.float32)
-    q = np.empty(n_heads * dh, dtype=np.float32)
-    k = np.empty(n_kv * dh, dtype=np.float32)
-    v = np.empty(n_kv * dh, dtype=np.float32)
-    att = np.empty(n_heads * dh, dtype=np.float32)
-    o = np.empty(d_model, dtype=np.float32)
+    a = np.empty((n_rows, d_model), dtype=np.float32)
+    q = np.empty((n_rows, n_heads * dh), dtype=np.float32)
+    k = np.empty((n_rows, n_kv * dh), dtype=np.float32)
+    v = np.empty((n_rows, n_kv * dh), dtype=np.float32)
+    att = np.empty((n_rows, n_heads * dh), dtype=np.float32)
+    o = np.empty((n_rows, d_model), dtype=np.float32)
     f_dim = layers[0][6].d.shape[0]
-    gate = np.empty(f_dim, dtype=np.float32)
-    up = np.empty(f_dim, dtype=np.float32)
-    slots = slot_pos.shape[1]
-    slot = p % slots
+    gate = np.empty((n_rows, f_dim), dtype=np.float32)
+    up = np.empty((n_rows, f_dim), dtype=np.float32)
     for li in range(len(layers)):
         w_in, wq, wk, wv, wo, w_post, wg, wu, wd = layers[li]
-        _rms_norm(x, w_in, eps, a)
+        for b in range(n_rows):
+            _rms_norm(x[b], w_in, eps, a[b])
         _matvec(a, wq, int8, lut, q)
         _matvec(a, wk, int8, lut, k)
         _matvec(a, wv, int8, lut, v)
-        _rope(q, n_heads, dh, cos, sin)
-        _rope(k, n_kv, dh, cos, sin)
-        for h in range(n_kv):
-            for i in range(dh):
-                k_cache[li, slot, h, i] = k[h * dh + i]
-                v_cache[li, slot, h, i] = v[h * dh + i]
-        slot_pos[li, slot] = p
-        _attend(q, k_cache[li], v_cache[li], slot_pos[li], p, window, n_heads, n_kv, dh, att)
+        for b in range(n_rows):
+            p, kc, vc, sp = ps[b], k_caches[b], v_caches[b], slot_pos[b]
+            _rope(q[b], n_heads, dh, cos[b], sin[b])
+            _rope(k[b], n_kv, dh, cos[b], sin[b])
+            slot = p % sp.shape[1]
+            for h in range(n_kv):
+                for i in range(dh):
+                    kc[li, slot, h, i] = k[b, h * dh + i]
+                    vc[li, slot, h, i] = v[b, h * dh + i]
+            sp[li, slot] = p
+            _attend(q[b], kc[li], vc[li], sp[li], p, window, n_heads, n_kv, dh, att[b])
         _matvec(att, wo, int8, lut, o)
-        for i in range(d_model):
-            x[i] += o[i]
-        _rms_norm(x, w_post, eps, a)
+        x += o
+        for b in range(n_rows):
+            _rms_norm(x[b], w_post, eps, a[b])
         _matvec(a, wg, int8, lut, gate)
         _matvec(a, wu, int8, lut, up)
-        for i in range(f_dim):
-            gi = gate[i]
-            gate[i] = gi * (np.float32(0.5) + np.float32(0.5) * np.tanh(np.float32(0.5) * gi)) * up[i]
+        for b in range(n_rows):
+            for i in range(f_dim):
+                gi = gate[b, i]
+                gate[b, i] = gi * (np.float32(0.5) + np.float32(0.5) * np.tanh(np.float32(0.5) * gi)) * up[b, i]
         _matvec(gate, wd, int8, lut, o)
-        for i in range(d_model):
-            x[i] += o[i]
+        x += o
     return x

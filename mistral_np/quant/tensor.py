@@ -13,6 +13,8 @@ order, so memory stays at the file's size, and ``packed`` rebuilds the ggml byte
     y = w.matmul(x)                       # (T, 128) -> (T, 64), float activations: the exact path
     y = w.matmul(x, activations="int8")   # x's rows quantized to Q8_0 blocks, integer dot products: 2-4x
                                           # faster, ~5e-3 relative error (activations.py is its NumPy twin)
+    y = w.matvecs(x[:4])                  # 4 rows through the one-row kernel, the weight read once: row b
+                                          # has the bits of w.matmul(x[b:b+1]) (batched decode, serve)
     w8 = w.with_activations("int8")       # the same weight whose matmul(x) uses int8 activations
 
 Which activations a matmul uses is always said where it is called: ``matmul(x)`` is float; generation
@@ -92,6 +94,12 @@ class QuantTensor:
         """
         raise NotImplementedError
 
+    def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        """y = x @ w.T for a few rows (the sequences of a batched decode step), the weight read once for all
+        of them, and row b exactly ``matmul(x[b:b+1])``: each row through the one-row (decode) kernel.
+        (B, in) float32 -> (B, out) float32"""
+        raise NotImplementedError
+
     def with_activations(self, mode: str) -> "QuantTensor":
         """This weight, viewed so that ``matmul(x)`` uses ``mode`` activations ("float": itself)."""
         check_activations_mode(mode)
@@ -132,6 +140,9 @@ class _NibbleTensor(QuantTensor):
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         return kernels.matmul_nibbles(x, self.prepare()._layout, check_activations_mode(activations))
 
+    def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        return kernels.matvecs_nibbles(x, self.prepare()._layout, check_activations_mode(activations))
+
     def take_rows(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if self._layout is not None:
@@ -161,6 +172,9 @@ class Q8_0Tensor(QuantTensor):
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         return kernels.matmul_q8_0_blocks(x, self._packed, check_activations_mode(activations))
 
+    def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
+        return kernels.matvecs_q8_0_blocks(x, self._packed, check_activations_mode(activations))
+
     def take_rows(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         return dequantize_q8_0_ref(self._packed[ids], (len(ids), self.shape[1]))
@@ -179,6 +193,9 @@ class ActivationsView:
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         return self.base.matmul(x, activations=self.activations)
+
+    def matvecs(self, x: np.ndarray) -> np.ndarray:
+        return self.base.matvecs(x, activations=self.activations)
 
     def take_rows(self, ids) -> np.ndarray:
         return self.base.take_rows(ids)

@@ -34,11 +34,13 @@ from numba import njit, prange
 from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .layout import V
-from .simd import (abs_i8, add_i32x8, cvt_i32x8, dpbusd, expand4_f32x8, fma_f32x8, hsum_f32x8, i8x32_to_f32x8x4,
+from .simd import (abs_i8, cvt_i32x8, dot8_nibbles_split, dpbusd, expand4_f32x8, fma_f32x8, hsum_f32x8, i8x32_to_f32x8x4,
                    load_f16x8, load_f32x8, load_i8x32, load_i32x8, load_nibbles16, mul_f32x8, nib_hi, nib_lo, prefetch,
                    sign_i8, splat_f32x8, sub_i8, sub_i32x8, zero_f32x8, zero_i32x8)
 
 AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.4 GB/s without, 12-14 with
+ROW_PAD = 64  # bytes after each int8 activation row: at 4096 inputs the rows would start 4 KiB apart, and the
+              # loads of the rows at one offset then map to the same L1 set (measured: 4 rows cost 2x 2 rows)
 
 
 # ---------------------------------------------------------------- activations
@@ -114,86 +116,184 @@ def prepare_x_int8(x, offset):
     return interleave_x(xq), (sx * offset).astype(np.int32), dx, dx * sx.astype(np.float32)
 
 
+@njit(cache=True)
+def prepare_rows_int8(x, offset):
+    """prepare_x_int8 for each row of x (B, in) -> xr (B, in) int8, sxo (B, nb) int32, dx, dxs (B, nb) float32."""
+    n, nb = x.shape[0], x.shape[1] // Q
+    xr = np.zeros((n, x.shape[1] + ROW_PAD), dtype=np.int8)   # rows 4 KiB apart would alias in L1 (see ROW_PAD)
+    sxo = np.empty((n, nb), dtype=np.int32)
+    dx = np.empty((n, nb), dtype=np.float32)
+    dxs = np.empty((n, nb), dtype=np.float32)
+    for b in range(n):
+        xr[b, :x.shape[1]], sxo[b], dx[b], dxs[b] = prepare_x_int8(x[b], offset)
+    return xr, sxo, dx, dxs
+
+
+@njit(cache=True)
+def quantize_rows_q8_0(x):
+    """quantize_x_q8_0 for each row of x (B, in) -> xq (B, in) int8, dx (B, nb) float32."""
+    n, nb = x.shape[0], x.shape[1] // Q
+    xq = np.empty(x.shape, dtype=np.int8)
+    dx = np.empty((n, nb), dtype=np.float32)
+    for b in range(n):
+        xq[b], dx[b], _ = quantize_x_q8_0(x[b])
+    return xq, dx
+
+
+@njit(cache=True)
+def prepare_rows_float(x, has_m):
+    """What the float nibble kernel reads for each row of x (B, in): interleave_x (B, in), and the block sums
+    (B, nb) for Q4_1 (summed in order, float32; zeros for Q4_0, which does not read them)."""
+    n, nb = x.shape[0], x.shape[1] // Q
+    xr = np.empty(x.shape, dtype=np.float32)
+    xsum = np.zeros((n, nb), dtype=np.float32)
+    for b in range(n):
+        xr[b] = interleave_x(x[b])
+        if has_m:
+            for blk in range(nb):
+                s = np.float32(0.0)
+                for j in range(Q):
+                    s += x[b, blk * Q + j]
+                xsum[b, blk] = s
+    return xr, xsum
+
+
 # ---------------------------------------------------------------- Q4_0 / Q4_1, interleaved layout
 
 
 @njit(cache=True)
 def rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
-    """y[r] = sum_blocks d dx (sum q xq - offset sum xq) [+ m dx sum xq], rows lo_r..hi_r.
+    """y[b, r] = sum_blocks d dx (sum q xq - offset sum xq) [+ m dx sum xq], rows lo_r..hi_r, for every
+    activation row b (B of them: 1 for a decode step, a few for a batched one).
 
-    xr: interleave_x(xq); sxo = offset * sum xq (int32), dx, dxs = dx * sum xq per block (prepare_x_int8).
-    Per group of 8 blocks: 8 dpbusd (4 low-nibble, 4 high-nibble vectors), then one fma with d * dx.
+    xr (B, in + ROW_PAD): interleave_x(xq) of each row; sxo = offset * sum xq (int32), dx, dxs = dx * sum xq,
+    (B, nb) (prepare_rows_int8). A weight row is read from memory once for all B rows: the activation rows
+    go through it 4 at a time, then one at a time, each pass splitting every group of 8 blocks into nibbles
+    once for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
+    Per row and group: one integer dot product of 8 vector pairs (``dot8_nibbles_split``: vpdpbusd, on AVX2
+    vpmaddubsw/vpmaddwd), minus offset * sum xq, one fma with d * dx [and one with m * dx sum xq]. The
+    integer sums are exact in any order, and a row's float operations are the same in both passes: row b of
+    the result has the bits of the one-row product of row b, whatever B is.
     """
     nb = d.shape[1]
     nv = nb // V
+    n = xr.shape[0]
+    quads = n // 4 * 4
     for r in range(lo_r, hi_r):
         q, dr, mr = qs[r], d[r], m[r if has_m else 0]
-        yv, tail = zero_f32x8(), np.float32(0.0)
-        for c in range(nv):
-            prefetch(q, c * 128 + AHEAD)  # the group's two cache lines, AHEAD bytes on
-            prefetch(q, c * 128 + AHEAD + 64)
-            a_lo, a_hi = zero_i32x8(), zero_i32x8()
-            for g in range(4):
-                v = load_i8x32(q, c * 128 + g * 32)
-                a_lo = dpbusd(a_lo, nib_lo(v), load_i8x32(xr, c * 256 + g * 64))
-                a_hi = dpbusd(a_hi, nib_hi(v), load_i8x32(xr, c * 256 + g * 64 + 32))
-            acc = sub_i32x8(add_i32x8(a_lo, a_hi), load_i32x8(sxo, c * V))
-            yv = fma_f32x8(cvt_i32x8(acc), mul_f32x8(load_f16x8(dr, c * V), load_f32x8(dx, c * V)), yv)
-            if has_m:
-                yv = fma_f32x8(load_f16x8(mr, c * V), load_f32x8(dxs, c * V), yv)
-        for blk in range(nv * V, nb):  # tail blocks, ggml order: one block per vector
-            acc = dpbusd(zero_i32x8(), load_nibbles16(q, blk * 16), load_i8x32(xr, blk * Q))
-            scale = lut[dr[blk]] * dx[blk]
-            yv = fma_f32x8(cvt_i32x8(acc), splat_f32x8(scale), yv)
-            tail -= np.float32(sxo[blk]) * scale
-            if has_m:
-                tail += lut[mr[blk]] * dxs[blk]
-        y[r] = hsum_f32x8(yv) + tail
+        for b in range(0, quads, 4):                      # 4 rows at a time
+            x0, x1, x2, x3 = xr[b], xr[b + 1], xr[b + 2], xr[b + 3]
+            y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
+            for c in range(nv):
+                prefetch(q, c * 128 + AHEAD)  # the group's two cache lines, AHEAD bytes on
+                prefetch(q, c * 128 + AHEAD + 64)
+                v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
+                v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
+                us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
+                i0 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x0, o)), load_i32x8(sxo[b], cv))
+                i1 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x1, o)), load_i32x8(sxo[b + 1], cv))
+                i2 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x2, o)), load_i32x8(sxo[b + 2], cv))
+                i3 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x3, o)), load_i32x8(sxo[b + 3], cv))
+                y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dx[b], cv)), y0)
+                y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dx[b + 1], cv)), y1)
+                y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(dx[b + 2], cv)), y2)
+                y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(dx[b + 3], cv)), y3)
+                if has_m:
+                    mw = load_f16x8(mr, cv)
+                    y0 = fma_f32x8(mw, load_f32x8(dxs[b], cv), y0)
+                    y1 = fma_f32x8(mw, load_f32x8(dxs[b + 1], cv), y1)
+                    y2 = fma_f32x8(mw, load_f32x8(dxs[b + 2], cv), y2)
+                    y3 = fma_f32x8(mw, load_f32x8(dxs[b + 3], cv), y3)
+            y[b, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x0, sxo[b], dx[b], dxs[b], y0)
+            y[b + 1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, sxo[b + 1], dx[b + 1], dxs[b + 1], y1)
+            y[b + 2, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x2, sxo[b + 2], dx[b + 2], dxs[b + 2], y2)
+            y[b + 3, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x3, sxo[b + 3], dx[b + 3], dxs[b + 3], y3)
+        for b in range(quads, n):                         # the rest, one at a time
+            xb = xr[b]
+            yv = zero_f32x8()
+            for c in range(nv):
+                prefetch(q, c * 128 + AHEAD)
+                prefetch(q, c * 128 + AHEAD + 64)
+                v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
+                v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
+                us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
+                acc = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(xb, o)), load_i32x8(sxo[b], cv))
+                yv = fma_f32x8(cvt_i32x8(acc), mul_f32x8(dw, load_f32x8(dx[b], cv)), yv)
+                if has_m:
+                    yv = fma_f32x8(load_f16x8(mr, cv), load_f32x8(dxs[b], cv), yv)
+            y[b, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, sxo[b], dx[b], dxs[b], yv)
+
+
+@njit(cache=True, inline="always")
+def _pieces8(x, o):
+    """The 8 vectors of 32 activation bytes at x[o:o + 256]: one group of the interleaved order."""
+    return (load_i8x32(x, o), load_i8x32(x, o + 32), load_i8x32(x, o + 64), load_i8x32(x, o + 96),
+            load_i8x32(x, o + 128), load_i8x32(x, o + 160), load_i8x32(x, o + 192), load_i8x32(x, o + 224))
+
+
+@njit(cache=True, inline="always")
+def _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, sxob, dxb, dxsb, yv):
+    """The blocks after the last full group (ggml order, one block per vector), then the sum of the lanes."""
+    tail = np.float32(0.0)
+    for blk in range(nv * V, nb):
+        acc = dpbusd(zero_i32x8(), load_nibbles16(q, blk * 16), load_i8x32(xb, blk * Q))
+        scale = lut[dr[blk]] * dxb[blk]
+        yv = fma_f32x8(cvt_i32x8(acc), splat_f32x8(scale), yv)
+        tail -= np.float32(sxob[blk]) * scale
+        if has_m:
+            tail += lut[mr[blk]] * dxsb[blk]
+    return hsum_f32x8(yv) + tail
 
 
 @njit(cache=True, fastmath={"contract"})
 def rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
-    """y[r] = sum_blocks d sum_j (q_j - offset) x_j [+ m sum_j x_j], float32 lanes.
+    """y[b, r] = sum_blocks d sum_j (q_j - offset) x_j [+ m sum_j x_j], float32 lanes, for every row b.
 
-    xr: interleave_x(x); xsum: x's block sums (Q4_1). Lane i of accumulator a_p holds byte position
-    i of the 8-byte piece p: blocks 2p and 2p + 1, so the scales are expanded 4 times each.
+    xr (B, in): interleave_x of each row; xsum (B, nb): the rows' block sums (Q4_1). Lane i of accumulator
+    a_p holds byte position i of the 8-byte piece p: blocks 2p and 2p + 1, so the scales are expanded 4
+    times each. As in rows_nibbles_int8, a weight row is read once for all rows, each row's arithmetic
+    does not depend on B.
     """
     nb = d.shape[1]
     nv = nb // V
     for r in range(lo_r, hi_r):
         q, dr, mr = qs[r], d[r], m[r if has_m else 0]
-        yv, tail = zero_f32x8(), np.float32(0.0)
-        for c in range(nv):
-            prefetch(q, c * 128 + AHEAD)
-            prefetch(q, c * 128 + AHEAD + 64)
-            a0, a1, a2, a3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
-            for g in range(4):
-                v = load_i8x32(q, c * 128 + g * 32)
-                xb = c * 256 + g * 64
-                l0, l1, l2, l3 = i8x32_to_f32x8x4(sub_i8(nib_lo(v), offset))
-                a0, a1 = fma_f32x8(l0, load_f32x8(xr, xb), a0), fma_f32x8(l1, load_f32x8(xr, xb + 8), a1)
-                a2, a3 = fma_f32x8(l2, load_f32x8(xr, xb + 16), a2), fma_f32x8(l3, load_f32x8(xr, xb + 24), a3)
-                h0, h1, h2, h3 = i8x32_to_f32x8x4(sub_i8(nib_hi(v), offset))
-                a0, a1 = fma_f32x8(h0, load_f32x8(xr, xb + 32), a0), fma_f32x8(h1, load_f32x8(xr, xb + 40), a1)
-                a2, a3 = fma_f32x8(h2, load_f32x8(xr, xb + 48), a2), fma_f32x8(h3, load_f32x8(xr, xb + 56), a3)
-            e0, e1, e2, e3 = expand4_f32x8(load_f16x8(dr, c * V))
-            yv = fma_f32x8(a3, e3, fma_f32x8(a2, e2, fma_f32x8(a1, e1, fma_f32x8(a0, e0, yv))))
-            if has_m:
-                yv = fma_f32x8(load_f16x8(mr, c * V), load_f32x8(xsum, c * V), yv)
-        for blk in range(nv * V, nb):  # tail blocks, ggml order: one block per vector
-            q0, q1, q2, q3 = i8x32_to_f32x8x4(sub_i8(load_nibbles16(q, blk * 16), offset))
-            s = fma_f32x8(q3, load_f32x8(xr, blk * Q + 24), fma_f32x8(q2, load_f32x8(xr, blk * Q + 16),
-                          fma_f32x8(q1, load_f32x8(xr, blk * Q + 8), mul_f32x8(q0, load_f32x8(xr, blk * Q)))))
-            yv = fma_f32x8(s, splat_f32x8(lut[dr[blk]]), yv)
-            if has_m:
-                tail += lut[mr[blk]] * xsum[blk]
-        y[r] = hsum_f32x8(yv) + tail
+        for b in range(xr.shape[0]):
+            xrb, xsb = xr[b], xsum[b]
+            yv, tail = zero_f32x8(), np.float32(0.0)
+            for c in range(nv):
+                prefetch(q, c * 128 + AHEAD)
+                prefetch(q, c * 128 + AHEAD + 64)
+                a0, a1, a2, a3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
+                for g in range(4):
+                    v = load_i8x32(q, c * 128 + g * 32)
+                    xo = c * 256 + g * 64
+                    l0, l1, l2, l3 = i8x32_to_f32x8x4(sub_i8(nib_lo(v), offset))
+                    a0, a1 = fma_f32x8(l0, load_f32x8(xrb, xo), a0), fma_f32x8(l1, load_f32x8(xrb, xo + 8), a1)
+                    a2, a3 = fma_f32x8(l2, load_f32x8(xrb, xo + 16), a2), fma_f32x8(l3, load_f32x8(xrb, xo + 24), a3)
+                    h0, h1, h2, h3 = i8x32_to_f32x8x4(sub_i8(nib_hi(v), offset))
+                    a0, a1 = fma_f32x8(h0, load_f32x8(xrb, xo + 32), a0), fma_f32x8(h1, load_f32x8(xrb, xo + 40), a1)
+                    a2, a3 = fma_f32x8(h2, load_f32x8(xrb, xo + 48), a2), fma_f32x8(h3, load_f32x8(xrb, xo + 56), a3)
+                e0, e1, e2, e3 = expand4_f32x8(load_f16x8(dr, c * V))
+                yv = fma_f32x8(a3, e3, fma_f32x8(a2, e2, fma_f32x8(a1, e1, fma_f32x8(a0, e0, yv))))
+                if has_m:
+                    yv = fma_f32x8(load_f16x8(mr, c * V), load_f32x8(xsb, c * V), yv)
+            for blk in range(nv * V, nb):  # tail blocks, ggml order: one block per vector
+                q0, q1, q2, q3 = i8x32_to_f32x8x4(sub_i8(load_nibbles16(q, blk * 16), offset))
+                s = fma_f32x8(q3, load_f32x8(xrb, blk * Q + 24), fma_f32x8(q2, load_f32x8(xrb, blk * Q + 16),
+                              fma_f32x8(q1, load_f32x8(xrb, blk * Q + 8), mul_f32x8(q0, load_f32x8(xrb, blk * Q)))))
+                yv = fma_f32x8(s, splat_f32x8(lut[dr[blk]]), yv)
+                if has_m:
+                    tail += lut[mr[blk]] * xsb[blk]
+            y[b, r] = hsum_f32x8(yv) + tail
 
 
 @njit(parallel=True, cache=True)
 def gemv_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
-    y = np.empty(out_dim, dtype=np.float32)
+    y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
     for grp in prange(n_groups):
         rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, grp * out_dim // n_groups,
                           (grp + 1) * out_dim // n_groups, y)
@@ -203,7 +303,7 @@ def gemv_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups):
 @njit(parallel=True, cache=True)
 def gemv_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
-    y = np.empty(out_dim, dtype=np.float32)
+    y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
     for grp in prange(n_groups):
         rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, grp * out_dim // n_groups,
                            (grp + 1) * out_dim // n_groups, y)
@@ -215,42 +315,64 @@ def gemv_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, n_groups):
 
 @njit(cache=True)
 def rows_q8_0_int8(xq, dx, blocks, lut, lo_r, hi_r, y):
-    """y[r] = sum_blocks d dx sum_k q_k xq_k, exact int32 block dots (|q| <= 128, |xq| <= 127)."""
+    """y[b, r] = sum_blocks d dx sum_k q_k xq_k, exact int32 block dots (|q| <= 128, |xq| <= 127), for
+    every row b of xq (B, in), dx (B, nb): as rows_nibbles_int8, the activation rows go through a weight row
+    4 at a time, then one at a time, the weight block's bytes and scale read once per pass, each row's lanes
+    in a register, each row's float operations the same whatever B is."""
     nb = blocks.shape[1] // Q8_0_BYTES
+    n = xq.shape[0]
+    quads = n // 4 * 4
     for r in range(lo_r, hi_r):
         row = blocks[r]
-        yv = zero_f32x8()
-        for blk in range(nb):
-            o = blk * Q8_0_BYTES
-            prefetch(row, o + AHEAD)
-            v = load_i8x32(row, o + 2)
-            acc = dpbusd(zero_i32x8(), abs_i8(v), sign_i8(load_i8x32(xq, blk * Q), v))
-            scale = lut[np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)] * dx[blk]
-            yv = fma_f32x8(cvt_i32x8(acc), splat_f32x8(scale), yv)
-        y[r] = hsum_f32x8(yv)
+        for b in range(0, quads, 4):                      # 4 rows at a time
+            x0, x1, x2, x3, d0, d1, d2, d3 = xq[b], xq[b + 1], xq[b + 2], xq[b + 3], dx[b], dx[b + 1], dx[b + 2], dx[b + 3]
+            y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
+            for blk in range(nb):
+                o = blk * Q8_0_BYTES
+                prefetch(row, o + AHEAD)
+                v = load_i8x32(row, o + 2)
+                u, dw, k = abs_i8(v), lut[np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)], blk * Q
+                y0 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x0, k), v))), splat_f32x8(dw * d0[blk]), y0)
+                y1 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x1, k), v))), splat_f32x8(dw * d1[blk]), y1)
+                y2 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x2, k), v))), splat_f32x8(dw * d2[blk]), y2)
+                y3 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x3, k), v))), splat_f32x8(dw * d3[blk]), y3)
+            y[b, r], y[b + 1, r], y[b + 2, r], y[b + 3, r] = hsum_f32x8(y0), hsum_f32x8(y1), hsum_f32x8(y2), hsum_f32x8(y3)
+        for b in range(quads, n):                         # the rest, one at a time
+            xb, db = xq[b], dx[b]
+            yv = zero_f32x8()
+            for blk in range(nb):
+                o = blk * Q8_0_BYTES
+                prefetch(row, o + AHEAD)
+                v = load_i8x32(row, o + 2)
+                acc = dpbusd(zero_i32x8(), abs_i8(v), sign_i8(load_i8x32(xb, blk * Q), v))
+                scale = lut[np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)] * db[blk]
+                yv = fma_f32x8(cvt_i32x8(acc), splat_f32x8(scale), yv)
+            y[b, r] = hsum_f32x8(yv)
 
 
 @njit(cache=True, fastmath={"contract"})
 def rows_q8_0_float(x, blocks, lut, lo_r, hi_r, y):
-    """y[r] = sum_blocks d sum_k q_k x_k in float32 lanes."""
+    """y[b, r] = sum_blocks d sum_k q_k x_k in float32 lanes, for every row b of x (B, in)."""
     nb = blocks.shape[1] // Q8_0_BYTES
     for r in range(lo_r, hi_r):
         row = blocks[r]
-        yv = zero_f32x8()
-        for blk in range(nb):
-            o = blk * Q8_0_BYTES
-            prefetch(row, o + AHEAD)
-            q0, q1, q2, q3 = i8x32_to_f32x8x4(load_i8x32(row, o + 2))
-            s = fma_f32x8(q3, load_f32x8(x, blk * Q + 24), fma_f32x8(q2, load_f32x8(x, blk * Q + 16),
-                          fma_f32x8(q1, load_f32x8(x, blk * Q + 8), mul_f32x8(q0, load_f32x8(x, blk * Q)))))
-            yv = fma_f32x8(s, splat_f32x8(lut[np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)]), yv)
-        y[r] = hsum_f32x8(yv)
+        for b in range(x.shape[0]):
+            xb = x[b]
+            yv = zero_f32x8()
+            for blk in range(nb):
+                o = blk * Q8_0_BYTES
+                prefetch(row, o + AHEAD)
+                q0, q1, q2, q3 = i8x32_to_f32x8x4(load_i8x32(row, o + 2))
+                s = fma_f32x8(q3, load_f32x8(xb, blk * Q + 24), fma_f32x8(q2, load_f32x8(xb, blk * Q + 16),
+                              fma_f32x8(q1, load_f32x8(xb, blk * Q + 8), mul_f32x8(q0, load_f32x8(xb, blk * Q)))))
+                yv = fma_f32x8(s, splat_f32x8(lut[np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)]), yv)
+            y[b, r] = hsum_f32x8(yv)
 
 
 @njit(parallel=True, cache=True)
 def gemv_q8_0_int8(xq, dx, blocks, lut, n_groups):
     out_dim = blocks.shape[0]
-    y = np.empty(out_dim, dtype=np.float32)
+    y = np.empty((xq.shape[0], out_dim), dtype=np.float32)
     for grp in prange(n_groups):
         rows_q8_0_int8(xq, dx, blocks, lut, grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups, y)
     return y
@@ -259,7 +381,7 @@ def gemv_q8_0_int8(xq, dx, blocks, lut, n_groups):
 @njit(parallel=True, cache=True)
 def gemv_q8_0_float(x, blocks, lut, n_groups):
     out_dim = blocks.shape[0]
-    y = np.empty(out_dim, dtype=np.float32)
+    y = np.empty((x.shape[0], out_dim), dtype=np.float32)
     for grp in prange(n_groups):
         rows_q8_0_float(x, blocks, lut, grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups, y)
     return y

@@ -226,26 +226,38 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     if x.shape[0] > 1:  # prefill, float: tiles of dequantized rows and BLAS
         _blas_one_thread()
         return _gemm_nibble_tiles(x, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32, ROW_TILE)
+    return matvecs_nibbles(x, lay, activations)
+
+
+def matvecs_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float") -> np.ndarray:
+    """The decode kernel for each row of x, the weight read once for all rows (a few rows: the sequences of
+    a batched decode step). Row b of the result has the bits of ``matmul_nibbles(x[b:b+1], ...)``: every row
+    goes through the one-row arithmetic (decode.py).  (B, in) -> (B, out)"""
+    out_dim, nb = lay.d.shape
+    x = check_activations(x, nb * Q)
+    has_m = lay.m is not None
+    m = lay.m if has_m else _NO_M
+    _check_mode(activations)
     if activations == "float":
-        xsum = x[0].reshape(nb, Q).sum(axis=1, dtype=np.float32) if has_m else _ZERO
-        args = (decode.interleave_x(x[0]), xsum, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
-        return _gemv(decode.rows_nibbles_float, decode.gemv_nibbles_float, args, out_dim, lay.nbytes)
-    xr, sxo, dx, dxs = decode.prepare_x_int8(x[0], lay.offset)
+        xr, xsum = decode.prepare_rows_float(x, has_m)
+        args = (xr, xsum, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
+        return _gemv(decode.rows_nibbles_float, decode.gemv_nibbles_float, args, x.shape[0], out_dim, lay.nbytes)
+    xr, sxo, dx, dxs = decode.prepare_rows_int8(x, lay.offset)
     args = (xr, sxo, dx, dxs, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
-    return _gemv(decode.rows_nibbles_int8, decode.gemv_nibbles_int8, args, out_dim, lay.nbytes)
+    return _gemv(decode.rows_nibbles_int8, decode.gemv_nibbles_int8, args, x.shape[0], out_dim, lay.nbytes)
 
 
-def _gemv(rows_fn, parallel_fn, args, out_dim, nbytes):
+def _gemv(rows_fn, parallel_fn, args, n_rows, out_dim, nbytes):
     """Run a decode kernel: serially for a small weight (a parallel launch costs ~5 us), else row groups
     handed out one at a time to the threads (chunk size 1: a thread slowed by another process is helped).
-    -> (1, out)"""
+    -> (n_rows, out)"""
     if nbytes <= SERIAL_BYTES:
-        y = np.empty(out_dim, dtype=np.float32)
+        y = np.empty((n_rows, out_dim), dtype=np.float32)
         rows_fn(*args, 0, out_dim, y)
-        return y[None, :]
+        return y
     chunk = numba.set_parallel_chunksize(1)
     try:
-        return parallel_fn(*args, _n_groups(out_dim))[None, :]
+        return parallel_fn(*args, _n_groups(out_dim))
     finally:
         numba.set_parallel_chunksize(chunk)
 
@@ -292,12 +304,21 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     if x.shape[0] > 1:
         _blas_one_thread()
         return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)
+    return matvecs_q8_0_blocks(x, rows, activations)
+
+
+def matvecs_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "float") -> np.ndarray:
+    """matvecs_nibbles for Q8_0 bytes rows (out, nb*34): each row of x as alone, the weight read once.
+    (B, in) -> (B, out)"""
+    x = check_activations(x, rows.shape[1] // Q8_0_BYTES * Q)
+    rows = np.ascontiguousarray(rows)
+    _check_mode(activations)
     if activations == "float":
-        args = (x[0], rows, F16_TO_F32)
-        return _gemv(decode.rows_q8_0_float, decode.gemv_q8_0_float, args, rows.shape[0], rows.nbytes)
-    xq, dx, _ = decode.quantize_x_q8_0(x[0])
+        args = (x, rows, F16_TO_F32)
+        return _gemv(decode.rows_q8_0_float, decode.gemv_q8_0_float, args, x.shape[0], rows.shape[0], rows.nbytes)
+    xq, dx = decode.quantize_rows_q8_0(x)
     args = (xq, dx, rows, F16_TO_F32)
-    return _gemv(decode.rows_q8_0_int8, decode.gemv_q8_0_int8, args, rows.shape[0], rows.nbytes)
+    return _gemv(decode.rows_q8_0_int8, decode.gemv_q8_0_int8, args, x.shape[0], rows.shape[0], rows.nbytes)
 
 
 def dequantize_q8_0_blocks(rows: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:

@@ -248,9 +248,42 @@ def _dpbusd_chain(builder, acc, us, ss, mode: str):
     return acc
 
 
-def _dot8(emit):
-    """An intrinsic dot8(acc, us, ss) -> acc + the sum over 8 pairs of dpbusd(u_i, s_i), lowered by ``emit``:
-    us, ss tuples of 8 I8x32."""
+def emit_dot8_nibbles_split(builder, acc, us, ss, mode: str):
+    """``emit_dot8_nibbles`` for the decode kernels, with shorter dependency chains (the same int32 sums:
+    integer addition is exact in any order). VNNI: 4 independent chains of 2 ``vpdpbusd``, then 3 adds.
+    "vnni512" (AVX-512 VNNI): the pairs (0, 1), (2, 3), ... joined into 512-bit vectors (the 64 activation
+    bytes are adjacent, one load), 4 ``vpdpbusd`` on zmm, then the two halves added. AVX2: as
+    ``emit_dot8_nibbles``."""
+    if mode == "avx2":
+        return emit_dot8_nibbles(builder, acc, us, ss, mode)
+    if mode == "vnni512":
+        v16 = ir.VectorType(_i32, 16)
+        zero = ir.Constant(v16, None)
+        parts = []
+        for i in range(0, 8, 2):
+            u = builder.bitcast(_shuffle(builder, us[i], us[i + 1], range(64)), v16)
+            s = builder.bitcast(_shuffle(builder, ss[i], ss[i + 1], range(64)), v16)
+            parts.append(_call(builder, "llvm.x86.avx512.vpdpbusd.512", v16, [zero, u, s]))
+        wide = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
+        return builder.add(acc, builder.add(_shuffle(builder, wide, wide, range(8)),
+                                            _shuffle(builder, wide, wide, range(8, 16))))
+    zero = ir.Constant(_V8I32, None)
+    parts = [_dpbusd_chain(builder, zero if i else acc, us[2 * i:2 * i + 2], ss[2 * i:2 * i + 2], mode)
+             for i in range(4)]
+    return builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
+
+
+WIDE_VNNI = frozenset({"+avx512f", "+avx512bw", "+avx512vnni"})  # what 512-bit vpdpbusd needs
+
+
+def wide_mode(features: str) -> str:
+    """``dot_mode``, or "vnni512" where the features include AVX-512 VNNI."""
+    return "vnni512" if WIDE_VNNI <= set(features.split(",")) else dot_mode(features)
+
+
+def _dot8(emit, modes=dot_mode):
+    """An intrinsic dot8(acc, us, ss) -> acc + the sum over 8 pairs of dpbusd(u_i, s_i), lowered by ``emit``
+    in the mode ``modes`` picks from the CPU features: us, ss tuples of 8 I8x32."""
 
     def dot8(typingctx, acc, us, ss):
         tup = types.UniTuple(I8x32, 8)
@@ -260,7 +293,7 @@ def _dot8(emit):
         def codegen(context, builder, sig, args):
             u = [builder.extract_value(args[1], i) for i in range(8)]
             s = [builder.extract_value(args[2], i) for i in range(8)]
-            return emit(builder, args[0], u, s, dot_mode(_features(context)))
+            return emit(builder, args[0], u, s, modes(_features(context)))
 
         return I32x8(acc, us, ss), codegen
 
@@ -268,6 +301,7 @@ def _dot8(emit):
 
 
 dot8_nibbles = _dot8(emit_dot8_nibbles)  # every byte of u in 0..15
+dot8_nibbles_split = _dot8(emit_dot8_nibbles_split, wide_mode)  # the same sums, shorter chains, zmm if any
 
 
 def emit_dot8_bytes(builder, acc, us, ss, mode: str):

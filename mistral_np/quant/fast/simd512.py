@@ -26,7 +26,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .simd import Vec, _call, _features, _loader, _shuffle, _splat
+from .simd import WIDE_VNNI, Vec, _call, _features, _loader, _shuffle, _splat
 
 I8x64, I32x16, F32x16 = Vec("i", 8, 64), Vec("i", 32, 16), Vec("f", 32, 16)
 _V64I8, _V16I32, _V16F = I8x64.llvm_type(), I32x16.llvm_type(), F32x16.llvm_type()
@@ -34,7 +34,7 @@ _V64I8, _V16I32, _V16F = I8x64.llvm_type(), I32x16.llvm_type(), F32x16.llvm_type
 
 def wide_vnni(features: str) -> bool:
     """Whether a feature string ("+avx2,+avx512vnni,...") has what the wide kernel needs."""
-    return {"+avx512f", "+avx512bw", "+avx512vnni"} <= set(features.split(","))
+    return WIDE_VNNI <= set(features.split(","))
 
 
 @functools.cache
