@@ -7,7 +7,8 @@ prefill chunks of 8, an API key, and the e5 recipe so that /v1/embeddings is ser
   greedy and seeded; the chunks are well-formed (ids, created, model, role first, finish_reason null but on the
   last, the usage chunk, ``data: [DONE]``); completions' logprobs are the model's;
 * four concurrent streams each give the same text as alone; a second chat turn reports cached tokens and equals
-  the answer computed without reuse; /v1/embeddings equals ``Embedder.encode``;
+  the answer computed without reuse, and a second server with ``--no-prefix-reuse`` caches nothing and gives the
+  same text; /v1/embeddings equals ``Embedder.encode``;
 * the queue limit gives 503 with Retry-After; a disconnect mid-stream frees the slot at once; bad inputs give
   400 naming the field; a missing or wrong key gives 401.
 """
@@ -172,6 +173,21 @@ def test_a_second_chat_turn_reuses_the_cache_and_equals_the_answer_without_it(cl
     assert cached > 0 and cached % CHUNK == 0 and cached < second.usage.prompt_tokens
     assert second.choices[0].message.content == "".join(model.chat(turn2, max_new_tokens=16, chunk_size=CHUNK,
                                                                    temperature=0))
+
+
+def test_without_prefix_reuse_the_second_turn_is_prefilled_again_and_gives_the_same_answer(folder, client):
+    """``--no-prefix-reuse``: nothing cached, the whole prompt prefilled, the same text as with reuse."""
+    with mistral_np_server(folder, "--slots", "2", "--prefill-chunk", str(CHUNK), "--ctx", str(CTX),
+                           "--no-prefix-reuse", "-t", "1") as plain_server:
+        plain = openai.OpenAI(base_url=plain_server.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+        first = plain.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=16, temperature=0)
+        turn2 = MESSAGES + [{"role": "assistant", "content": first.choices[0].message.content},
+                            {"role": "user", "content": "And which one flows through London?"}]
+        second = plain.chat.completions.create(model="tiny", messages=turn2, max_tokens=16, temperature=0)
+    assert first.usage.prompt_tokens_details.cached_tokens == second.usage.prompt_tokens_details.cached_tokens == 0
+    reused = client.chat.completions.create(model="tiny", messages=turn2, max_tokens=16, temperature=0)
+    assert reused.usage.prompt_tokens == second.usage.prompt_tokens
+    assert reused.choices[0].message.content == second.choices[0].message.content
 
 
 # ------------------------------------------------------------------------------------------------ embeddings

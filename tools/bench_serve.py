@@ -11,8 +11,8 @@ included); the table also gives the median time to first token and the median ga
         [--clients 1 2 4] [--prompt 16] [--gen 32] [--runs 2] [--threads 2]
     python -m tools.bench_serve --steps /work/bench/m7b-q4_0 [--clients 1 2 4]
 
-``--steps`` times the batched decode step itself, in this process (generation/batch.py, no HTTP): the fastest of
-10 steps for B rows, as the server runs it (for Q4 models the fused step of generation/fused.py with all rows in
+``--steps`` times the batched decode step itself, in this process (generation/batch.py, no HTTP): the fastest and
+the median of 11 steps for B rows, the variants taking turns, as the server runs it (for Q4 models the fused step of generation/fused.py with all rows in
 one call, every weight read once), against loop.py's step taken a row at a time, and the same two on the readable
 path; a busy machine moves these less than the end-to-end figures.
 
@@ -185,7 +185,9 @@ def run_server(server: ServerProcess, name: str, args, eos: int) -> list[dict]:
     return rows
 
 
-def time_steps(path: str, clients: list[int], threads: int, reps: int = 10) -> None:
+def time_steps(path: str, clients: list[int], threads: int, reps: int = 12) -> None:
+    """The decode step alone for B rows, each variant built once; for each B the variants take turns step by
+    step (a neighbour's burst then slows them alike), the fastest and the median of ``reps`` steps each."""
     import numba
     import numpy as np
     import mistral_np
@@ -193,26 +195,32 @@ def time_steps(path: str, clients: list[int], threads: int, reps: int = 10) -> N
     from mistral_np.model.kv_cache import KVCache
     numba.set_num_threads(threads)
     model = mistral_np.load_model(path)
-    print("| rows B | step | fastest step ms | aggregate tok/s | x B = 1 |")
-    print("|---|---|---|---|---|")
+    variants = {"as the server runs it (all rows in one call)": dict(stacking="auto", fused=None),
+                "loop.py's step, a row at a time": dict(stacking="never", fused=None),
+                "readable path, each weight once for all rows": dict(stacking="auto", fused=False),
+                "readable path, a row at a time": dict(stacking="never", fused=False)}
+    decoders = {name: BatchDecoder(model, max_rows=max(clients), **kw) for name, kw in variants.items()}
+    print("| rows B | step | fastest step ms | median ms | aggregate tok/s (fastest) | x the B = 1 server step |")
+    print("|---|---|---|---|---|---|")
     base = None
-    for name, stacking, fused in (("as the server runs it (all rows in one call)", "auto", None),
-                                  ("loop.py's step, a row at a time", "never", None),
-                                  ("readable path, each weight once for all rows", "auto", False),
-                                  ("readable path, a row at a time", "never", False)):
-        dec = BatchDecoder(model, max_rows=max(clients), stacking=stacking, fused=fused)
-        for b in clients:
-            caches = [KVCache(model.config, max_len=256) for _ in range(b)]
-            for c in caches:
+    for b in clients:
+        caches = {}
+        for name in decoders:
+            caches[name] = [KVCache(model.config, max_len=256) for _ in range(b)]
+            for c in caches[name]:
                 prefill_chunk(model, c, np.arange(1, 17), 128)
-            times = []
-            for _ in range(reps):
+        times = {name: [] for name in decoders}
+        for _ in range(reps):
+            for name, dec in decoders.items():
                 t0 = time.perf_counter()
-                dec.step(caches, [5] * b)
-                times.append(time.perf_counter() - t0)
-            best = min(times[1:])
+                dec.step(caches[name], [5] * b)
+                times[name].append(time.perf_counter() - t0)
+        for name, ts in times.items():
+            ts = sorted(ts[1:])
+            best, median = ts[0], ts[len(ts) // 2]
             base = base or best
-            print(f"| {b} | {name} | {best * 1e3:.1f} | {b / best:.1f} | {b / best * base:.2f} |", flush=True)
+            print(f"| {b} | {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {b / best:.1f} | {b / best * base:.2f} |",
+                  flush=True)
 
 
 def main():

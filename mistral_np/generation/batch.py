@@ -29,20 +29,22 @@ The decode step advances B sequences together, each by one token, at its own pos
 with the model's own functions (model/rmsnorm.py, rope.py, gqa.py, mlp.py, ops.py, the cache's layer views).
 
 Which numbers. Each row gets exactly the bits the single-sequence loop gives (``loop.py`` with the same
-activations for the prompt and the decode steps, the same ``fused_decode`` and ``chunk_size=chunk``):
+activations for the prompt and the decode steps, the same ``fused_decode`` and ``chunk_size=chunk``), and each
+weight is read once per step for all rows where that keeps those bits:
 
-* where loop.py decodes with fused.py's compiled one-token step (every layer matrix Q4_0/Q4_1, float32), each
-  sequence goes through that very step, one after the other, and only the LM head sees all rows at once;
+* where loop.py decodes with fused.py's compiled one-token step (every layer matrix Q4_0/Q4_1, float32), all B
+  tokens go through that step in one call (``FusedDecoder.hidden_states``): its matmuls take the B rows through
+  the one-row decode kernel, which does each row's arithmetic as for one row (quant/fast/decode.py);
 * elsewhere the readable path above: everything but the matmuls row by row or element by element.
 
-Either way a weight is multiplied by all B rows in one call (one pass over the weight for all of them) only where
-that call is known to give, row for row, the bits of one-row calls. ``BatchDecoder`` finds out once per kind of
-weight (type, activations, shape) and row count by trying it on random rows (``rows_agree``); elsewhere it
-multiplies one row at a time. Today's kernels need that: NumPy's one-row product is a gemv and its several-row
-product a gemm, the quantized kernels use a gemv for one row and a prefill GEMM for more, and OpenBLAS's sgemm
-itself picks another micro-kernel from 4 rows on: all give other last bits. A kernel whose few-row products repeat
-its one-row arithmetic is used in one pass automatically (for the fused path: a few-token twin of fused.py's
-step). ``stacking="always"`` forces one call (faster with such a kernel, no longer exact), ``"never"`` forbids it.
+A weight is multiplied by all B rows in one call (``several_rows``: a quantized weight's ``matvecs``, else
+``linear``) only where that call is known to give, row for row, the bits of one-row calls. ``BatchDecoder`` finds
+out once per kind of weight (type, activations, shape) and row count by trying it on random rows
+(``rows_agree``); elsewhere it multiplies one row at a time. Quantized weights pass (their ``matvecs`` is the
+decode kernel); float weights do not: NumPy's one-row product is a gemv and its several-row product a gemm, and
+OpenBLAS's sgemm itself picks another micro-kernel from 4 rows on, all with other last bits. ``stacking="always"``
+forces one call for every weight (for float weights no longer exact), ``"never"`` takes the rows one at a time
+(also through the fused step).
 
 tests/test_batch_decode.py checks that each row of a batched step equals loop.py's one-token steps bit for bit
 (float weights, Q4_0 with int8 and float activations, sequences joining and leaving), that a resumed prefill equals

@@ -132,8 +132,10 @@ class Worker:
             self.decoder = BatchDecoder(self.model, activations, max_rows=rows, stacking=stacking)
             slot = self.slots[0]
             prefill_chunk(self.model, slot.cache, _warm_up_ids(self.model), self.chunk, self.prompt_weights)
-            self.decoder.step([slot.cache], [0])
-            slot.cache.reset()
+            for n in range(1, rows + 1):   # every row count the steps will see: compiled now, not mid-stream
+                self.decoder.step([s.cache for s in self.slots[:n]], [0] * n)
+            for s in self.slots[:rows]:
+                s.cache.reset()
         if self.embedder is not None:
             self.embedder.encode(["warm up"])
 

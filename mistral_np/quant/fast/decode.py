@@ -1,4 +1,4 @@
-"""Decode (T == 1) matrix-vector kernels: memory-bound, so the aim is to stream weight bytes.
+"""Decode (T == 1, or a few rows) matrix-vector kernels: memory-bound, so the aim is to stream weight bytes.
 
 Q4_0 / Q4_1 read the interleaved layout (layout.py); Q8_0 reads ggml's own bytes (its 32 int8
 values already sit together). Each kind has two kernels:
@@ -11,6 +11,13 @@ values already sit together). Each kind has two kernels:
   then one float fma per block. Q4_0's -8 offset: sum (q-8) xq = sum q xq - 8 sum xq, exact in
   int32. Q8_0's signed weights: |q| * (xq with q's sign) = q * xq (the psignb trick).
 
+A few rows at once (a batched decode step: several sequences, one token each): every kernel takes B
+activation rows and reads each weight row once for all of them (it stays in L1 while they go through
+it), and each row's arithmetic is the same whatever B is, so row b has the bits of the one-row product
+(``kernels.matvecs_*``, ``QuantTensor.matvecs``). The int8 kernels go through the rows 4 at a time,
+sharing the split into nibbles and the scale loads; from 4 rows the arithmetic, not memory, sets the
+pace on the one machine measured (docs/performance.md, "Serving").
+
 The hardware prefetcher alone left one thread at ~5 GB/s from DRAM (21 GB/s from cache), so the
 loops prefetch the weight bytes AHEAD bytes in advance (running on into the next rows is intended; a
 prefetch past the end of an array is harmless). ``rows_*`` compute rows lo..hi on the calling
@@ -20,8 +27,8 @@ The vector loads are unchecked: every offset below stays inside its array by con
 
 tests/test_quant_kernels.py checks both kinds of kernel on awkward shapes: float activations within
 the float32 bound of the float64 product, int8 ones within the documented bound and equal to their
-NumPy twin (quant/activations.py) up to the float32 rounding of the sum over blocks, and serial and
-parallel runs giving the same bits.
+NumPy twin (quant/activations.py) up to the float32 rounding of the sum over blocks, serial and
+parallel runs giving the same bits, and B rows giving each row its one-row bits (B = 1..9).
 
 next: kernels.py (prefill, dequantization, entry points).
 """
@@ -36,7 +43,7 @@ from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .layout import V
 from .simd import (abs_i8, cvt_i32x8, dot8_nibbles_split, dpbusd, expand4_f32x8, fma_f32x8, hsum_f32x8, i8x32_to_f32x8x4,
                    load_f16x8, load_f32x8, load_i8x32, load_i32x8, load_nibbles16, mul_f32x8, nib_hi, nib_lo, prefetch,
-                   sign_i8, splat_f32x8, sub_i8, sub_i32x8, zero_f32x8, zero_i32x8)
+                   sign_i8, splat_f32x8, sub_i8, zero_f32x8, zero_i32x8)
 
 AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.4 GB/s without, 12-14 with
 ROW_PAD = 64  # bytes after each int8 activation row: at 4096 inputs the rows would start 4 KiB apart, and the
@@ -110,23 +117,24 @@ def interleave_x(x):
 
 @njit(cache=True)
 def prepare_x_int8(x, offset):
-    """x (in,) float32 -> what the int8 nibble kernel reads: xr (interleaved xq), offset * sum xq (int32),
-    dx and dx * sum xq (float32, for Q4_1's minimums), per block."""
+    """x (in,) float32 -> what the int8 nibble kernel reads: xr (interleaved xq), nsxo = -offset * sum xq (int32,
+    where the block's integer sum starts), dx and dx * sum xq (float32, for Q4_1's minimums), per block."""
     xq, dx, sx = quantize_x_q8_0(x)
-    return interleave_x(xq), (sx * offset).astype(np.int32), dx, dx * sx.astype(np.float32)
+    return interleave_x(xq), (sx * -offset).astype(np.int32), dx, dx * sx.astype(np.float32)
 
 
 @njit(cache=True)
 def prepare_rows_int8(x, offset):
-    """prepare_x_int8 for each row of x (B, in) -> xr (B, in) int8, sxo (B, nb) int32, dx, dxs (B, nb) float32."""
+    """prepare_x_int8 for each row of x (B, in) -> xr (B, in + ROW_PAD) int8, nsxo (B, nb) int32, dx, dxs (B, nb)
+    float32."""
     n, nb = x.shape[0], x.shape[1] // Q
     xr = np.zeros((n, x.shape[1] + ROW_PAD), dtype=np.int8)   # rows 4 KiB apart would alias in L1 (see ROW_PAD)
-    sxo = np.empty((n, nb), dtype=np.int32)
+    nsxo = np.empty((n, nb), dtype=np.int32)
     dx = np.empty((n, nb), dtype=np.float32)
     dxs = np.empty((n, nb), dtype=np.float32)
     for b in range(n):
-        xr[b, :x.shape[1]], sxo[b], dx[b], dxs[b] = prepare_x_int8(x[b], offset)
-    return xr, sxo, dx, dxs
+        xr[b, :x.shape[1]], nsxo[b], dx[b], dxs[b] = prepare_x_int8(x[b], offset)
+    return xr, nsxo, dx, dxs
 
 
 @njit(cache=True)
@@ -162,27 +170,30 @@ def prepare_rows_float(x, has_m):
 
 
 @njit(cache=True)
-def rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
+def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
     """y[b, r] = sum_blocks d dx (sum q xq - offset sum xq) [+ m dx sum xq], rows lo_r..hi_r, for every
     activation row b (B of them: 1 for a decode step, a few for a batched one).
 
-    xr (B, in + ROW_PAD): interleave_x(xq) of each row; sxo = offset * sum xq (int32), dx, dxs = dx * sum xq,
+    xr (B, in + ROW_PAD): interleave_x(xq) of each row; nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq,
     (B, nb) (prepare_rows_int8). A weight row is read from memory once for all B rows: the activation rows
-    go through it 4 at a time, then one at a time, each pass splitting every group of 8 blocks into nibbles
-    once for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
-    Per row and group: one integer dot product of 8 vector pairs (``dot8_nibbles_split``: vpdpbusd, on AVX2
-    vpmaddubsw/vpmaddwd), minus offset * sum xq, one fma with d * dx [and one with m * dx sum xq]. The
+    go through it 4 at a time (2 or 3 left: a 4-row pass repeating the last, whose work is then done twice
+    with the same bits), a last single row alone; each pass splits every group of 8 blocks into nibbles once
+    for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
+    Per row and group: one integer dot product of 8 vector pairs started at -offset * sum xq
+    (``dot8_nibbles_split``: vpdpbusd, 512-bit with AVX-512 VNNI, on AVX2 vpmaddubsw/vpmaddwd), one fma with
+    d * dx [and one with m * dx sum xq]. The
     integer sums are exact in any order, and a row's float operations are the same in both passes: row b of
     the result has the bits of the one-row product of row b, whatever B is.
     """
     nb = d.shape[1]
     nv = nb // V
     n = xr.shape[0]
-    quads = n // 4 * 4
+    single = n % 4 == 1                                   # the last row goes alone; 2 or 3 left: a 4-row pass
     for r in range(lo_r, hi_r):
         q, dr, mr = qs[r], d[r], m[r if has_m else 0]
-        for b in range(0, quads, 4):                      # 4 rows at a time
-            x0, x1, x2, x3 = xr[b], xr[b + 1], xr[b + 2], xr[b + 3]
+        for b in range(0, n - 1 if single else n, 4):    # 4 rows at a time (the last one repeated if fewer)
+            j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
+            x0, x1, x2, x3 = xr[j0], xr[j1], xr[j2], xr[j3]
             y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
             for c in range(nv):
                 prefetch(q, c * 128 + AHEAD)  # the group's two cache lines, AHEAD bytes on
@@ -191,25 +202,26 @@ def rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_r
                 v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
                 us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
                 dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
-                i0 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x0, o)), load_i32x8(sxo[b], cv))
-                i1 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x1, o)), load_i32x8(sxo[b + 1], cv))
-                i2 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x2, o)), load_i32x8(sxo[b + 2], cv))
-                i3 = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(x3, o)), load_i32x8(sxo[b + 3], cv))
-                y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dx[b], cv)), y0)
-                y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dx[b + 1], cv)), y1)
-                y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(dx[b + 2], cv)), y2)
-                y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(dx[b + 3], cv)), y3)
+                i0 = dot8_nibbles_split(load_i32x8(nsxo[j0], cv), us, _pieces8(x0, o))
+                i1 = dot8_nibbles_split(load_i32x8(nsxo[j1], cv), us, _pieces8(x1, o))
+                i2 = dot8_nibbles_split(load_i32x8(nsxo[j2], cv), us, _pieces8(x2, o))
+                i3 = dot8_nibbles_split(load_i32x8(nsxo[j3], cv), us, _pieces8(x3, o))
+                y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dx[j0], cv)), y0)
+                y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dx[j1], cv)), y1)
+                y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(dx[j2], cv)), y2)
+                y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(dx[j3], cv)), y3)
                 if has_m:
                     mw = load_f16x8(mr, cv)
-                    y0 = fma_f32x8(mw, load_f32x8(dxs[b], cv), y0)
-                    y1 = fma_f32x8(mw, load_f32x8(dxs[b + 1], cv), y1)
-                    y2 = fma_f32x8(mw, load_f32x8(dxs[b + 2], cv), y2)
-                    y3 = fma_f32x8(mw, load_f32x8(dxs[b + 3], cv), y3)
-            y[b, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x0, sxo[b], dx[b], dxs[b], y0)
-            y[b + 1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, sxo[b + 1], dx[b + 1], dxs[b + 1], y1)
-            y[b + 2, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x2, sxo[b + 2], dx[b + 2], dxs[b + 2], y2)
-            y[b + 3, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x3, sxo[b + 3], dx[b + 3], dxs[b + 3], y3)
-        for b in range(quads, n):                         # the rest, one at a time
+                    y0 = fma_f32x8(mw, load_f32x8(dxs[j0], cv), y0)
+                    y1 = fma_f32x8(mw, load_f32x8(dxs[j1], cv), y1)
+                    y2 = fma_f32x8(mw, load_f32x8(dxs[j2], cv), y2)
+                    y3 = fma_f32x8(mw, load_f32x8(dxs[j3], cv), y3)
+            y[j0, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x0, nsxo[j0], dx[j0], dxs[j0], y0)
+            y[j1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, nsxo[j1], dx[j1], dxs[j1], y1)
+            y[j2, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x2, nsxo[j2], dx[j2], dxs[j2], y2)
+            y[j3, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x3, nsxo[j3], dx[j3], dxs[j3], y3)
+        if single:                                        # the last row
+            b = n - 1
             xb = xr[b]
             yv = zero_f32x8()
             for c in range(nv):
@@ -219,11 +231,11 @@ def rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_r
                 v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
                 us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
                 dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
-                acc = sub_i32x8(dot8_nibbles_split(zero_i32x8(), us, _pieces8(xb, o)), load_i32x8(sxo[b], cv))
+                acc = dot8_nibbles_split(load_i32x8(nsxo[b], cv), us, _pieces8(xb, o))
                 yv = fma_f32x8(cvt_i32x8(acc), mul_f32x8(dw, load_f32x8(dx[b], cv)), yv)
                 if has_m:
                     yv = fma_f32x8(load_f16x8(mr, cv), load_f32x8(dxs[b], cv), yv)
-            y[b, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, sxo[b], dx[b], dxs[b], yv)
+            y[b, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, nsxo[b], dx[b], dxs[b], yv)
 
 
 @njit(cache=True, inline="always")
@@ -234,14 +246,14 @@ def _pieces8(x, o):
 
 
 @njit(cache=True, inline="always")
-def _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, sxob, dxb, dxsb, yv):
+def _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, nsxob, dxb, dxsb, yv):
     """The blocks after the last full group (ggml order, one block per vector), then the sum of the lanes."""
     tail = np.float32(0.0)
     for blk in range(nv * V, nb):
         acc = dpbusd(zero_i32x8(), load_nibbles16(q, blk * 16), load_i8x32(xb, blk * Q))
         scale = lut[dr[blk]] * dxb[blk]
         yv = fma_f32x8(cvt_i32x8(acc), splat_f32x8(scale), yv)
-        tail -= np.float32(sxob[blk]) * scale
+        tail += np.float32(nsxob[blk]) * scale
         if has_m:
             tail += lut[mr[blk]] * dxsb[blk]
     return hsum_f32x8(yv) + tail
@@ -291,11 +303,11 @@ def rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
 
 
 @njit(parallel=True, cache=True)
-def gemv_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups):
+def gemv_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
     y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
     for grp in prange(n_groups):
-        rows_nibbles_int8(xr, sxo, dx, dxs, qs, d, m, has_m, offset, lut, grp * out_dim // n_groups,
+        rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, grp * out_dim // n_groups,
                           (grp + 1) * out_dim // n_groups, y)
     return y
 
@@ -317,15 +329,16 @@ def gemv_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, n_groups):
 def rows_q8_0_int8(xq, dx, blocks, lut, lo_r, hi_r, y):
     """y[b, r] = sum_blocks d dx sum_k q_k xq_k, exact int32 block dots (|q| <= 128, |xq| <= 127), for
     every row b of xq (B, in), dx (B, nb): as rows_nibbles_int8, the activation rows go through a weight row
-    4 at a time, then one at a time, the weight block's bytes and scale read once per pass, each row's lanes
+    4 at a time (a last one alone), the weight block's bytes and scale read once per pass, each row's lanes
     in a register, each row's float operations the same whatever B is."""
     nb = blocks.shape[1] // Q8_0_BYTES
     n = xq.shape[0]
-    quads = n // 4 * 4
+    single = n % 4 == 1                                   # as rows_nibbles_int8
     for r in range(lo_r, hi_r):
         row = blocks[r]
-        for b in range(0, quads, 4):                      # 4 rows at a time
-            x0, x1, x2, x3, d0, d1, d2, d3 = xq[b], xq[b + 1], xq[b + 2], xq[b + 3], dx[b], dx[b + 1], dx[b + 2], dx[b + 3]
+        for b in range(0, n - 1 if single else n, 4):    # 4 rows at a time (the last one repeated if fewer)
+            j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
+            x0, x1, x2, x3, d0, d1, d2, d3 = xq[j0], xq[j1], xq[j2], xq[j3], dx[j0], dx[j1], dx[j2], dx[j3]
             y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
             for blk in range(nb):
                 o = blk * Q8_0_BYTES
@@ -336,8 +349,9 @@ def rows_q8_0_int8(xq, dx, blocks, lut, lo_r, hi_r, y):
                 y1 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x1, k), v))), splat_f32x8(dw * d1[blk]), y1)
                 y2 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x2, k), v))), splat_f32x8(dw * d2[blk]), y2)
                 y3 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x3, k), v))), splat_f32x8(dw * d3[blk]), y3)
-            y[b, r], y[b + 1, r], y[b + 2, r], y[b + 3, r] = hsum_f32x8(y0), hsum_f32x8(y1), hsum_f32x8(y2), hsum_f32x8(y3)
-        for b in range(quads, n):                         # the rest, one at a time
+            y[j0, r], y[j1, r], y[j2, r], y[j3, r] = hsum_f32x8(y0), hsum_f32x8(y1), hsum_f32x8(y2), hsum_f32x8(y3)
+        if single:                                        # the last row
+            b = n - 1
             xb, db = xq[b], dx[b]
             yv = zero_f32x8()
             for blk in range(nb):

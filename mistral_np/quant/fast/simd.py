@@ -14,6 +14,9 @@ and s signed bytes. It compiles to ``vpdpbusd`` (AVX-VNNI or AVX512-VNNI), else 
 ``vpmaddubsw`` + ``vpmaddwd`` (exact only if every pair u0*s0 + u1*s1 fits int16: callers keep
 u <= 128 and |s| <= 127), else to plain IR any LLVM target compiles. The choice follows the CPU
 features Numba compiles for (its own setting, so cached code stays consistent); tests run all three.
+``dot8_nibbles`` / ``dot8_bytes`` (the prompt GEMM) and ``dot8_nibbles_split`` (the decode kernels) sum 8
+such products at once; the last one uses 512-bit ``vpdpbusd`` where the CPU has AVX-512 VNNI (exact integer
+sums: the result does not depend on the lowering).
 
 Loads are unaligned and unchecked: callers keep offsets inside the arrays (element offsets).
 
@@ -252,21 +255,19 @@ def emit_dot8_nibbles_split(builder, acc, us, ss, mode: str):
     """``emit_dot8_nibbles`` for the decode kernels, with shorter dependency chains (the same int32 sums:
     integer addition is exact in any order). VNNI: 4 independent chains of 2 ``vpdpbusd``, then 3 adds.
     "vnni512" (AVX-512 VNNI): the pairs (0, 1), (2, 3), ... joined into 512-bit vectors (the 64 activation
-    bytes are adjacent, one load), 4 ``vpdpbusd`` on zmm, then the two halves added. AVX2: as
+    bytes are adjacent, one load), 4 ``vpdpbusd`` on zmm in 2 chains, then the two halves added. AVX2: as
     ``emit_dot8_nibbles``."""
     if mode == "avx2":
         return emit_dot8_nibbles(builder, acc, us, ss, mode)
     if mode == "vnni512":
         v16 = ir.VectorType(_i32, 16)
-        zero = ir.Constant(v16, None)
-        parts = []
-        for i in range(0, 8, 2):
+        chains = [_shuffle(builder, acc, ir.Constant(_V8I32, None), range(16)), ir.Constant(v16, None)]
+        for i in range(0, 8, 2):  # pairs 0+1 and 4+5 on chain 0 (which starts at acc), 2+3 and 6+7 on chain 1
             u = builder.bitcast(_shuffle(builder, us[i], us[i + 1], range(64)), v16)
             s = builder.bitcast(_shuffle(builder, ss[i], ss[i + 1], range(64)), v16)
-            parts.append(_call(builder, "llvm.x86.avx512.vpdpbusd.512", v16, [zero, u, s]))
-        wide = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
-        return builder.add(acc, builder.add(_shuffle(builder, wide, wide, range(8)),
-                                            _shuffle(builder, wide, wide, range(8, 16))))
+            chains[i // 2 % 2] = _call(builder, "llvm.x86.avx512.vpdpbusd.512", v16, [chains[i // 2 % 2], u, s])
+        wide = builder.add(chains[0], chains[1])
+        return builder.add(_shuffle(builder, wide, wide, range(8)), _shuffle(builder, wide, wide, range(8, 16)))
     zero = ir.Constant(_V8I32, None)
     parts = [_dpbusd_chain(builder, zero if i else acc, us[2 * i:2 * i + 2], ss[2 * i:2 * i + 2], mode)
              for i in range(4)]

@@ -4,8 +4,9 @@ Where a CPU has AVX-512 (Intel Xeon since Skylake, AMD since Zen 4) a ``vpdpbusd
 twice the work of simd.py's 256-bit one per instruction, so the prompt GEMM has a wide micro-kernel. It
 is not the default: on the AVX-512 CPU measured (AMD Zen 5) it ran 1.7-2x slower than the 256-bit one
 (docs/quantization.md); ``MISTRAL_NP_WIDE_GEMM=1`` chooses it where the CPU has AVX-512 VNNI
-(kernels.py:wide_gemm), for CPUs where it may pay. Decode stays at 256 bits everywhere: it is bound by
-memory, not by arithmetic.
+(kernels.py:wide_gemm), for CPUs where it may pay. The decode kernels keep 256-bit vectors but do their
+integer dot products on 512 bits where the CPU allows (simd.py:dot8_nibbles_split): several rows at once make
+them arithmetic-bound.
 
     I8x64   <64 x i8>     64 bytes
     I32x16  <16 x i32>    16 int32 lanes
