@@ -103,6 +103,25 @@ def _pick(logits, setting, rng):
     return pick_token(logits, rng, setting["temperature"], 0, setting.get("top_p", 1.0))
 
 
+def test_the_fused_step_of_more_rows_than_one_call_takes_equals_one_row_steps():
+    """fused.py runs up to MAX_ROWS rows per compiled call (its caches go in as tuples of that length): 10 rows
+    at different positions, two calls, each row the bits of its one-token step."""
+    from mistral_np.generation.fused import MAX_ROWS
+    model = tiny("q4_0")
+    weights = decode_params(model.params, "int8")
+    fused = fused_decoder(weights, model.config, "int8")
+    n = MAX_ROWS + 2
+    caches, refs = [[KVCache(model.config, max_len=32) for _ in range(n)] for _ in range(2)]
+    for b in range(n):                                   # positions 1..10: some caches wrap the window of 6
+        for cache in (caches[b], refs[b]):
+            hidden_states(weights, model.config, np.arange(3, 4 + b), None, np.float32, cache)
+    ids = np.arange(40, 40 + n)
+    together = fused.hidden_states(weights, ids, caches)
+    for b in range(n):
+        assert np.array_equal(together[b], fused.hidden_state(weights, ids[b:b + 1], refs[b])[0]), f"row {b}"
+        assert np.array_equal(caches[b].k, refs[b].k) and np.array_equal(caches[b].slot_pos, refs[b].slot_pos)
+
+
 def test_a_resumed_prefill_equals_the_full_one():
     """Turn 1 (21 tokens, chunks 0-3 ... 20) and 6 decoded tokens; rewound to 16 (a multiple of the chunk, inside
     the full chunks), turn 2 (35 tokens sharing the first 27) resumes: cache and logits equal a fresh prefill."""

@@ -12,9 +12,9 @@ included); the table also gives the median time to first token and the median ga
     python -m tools.bench_serve --steps /work/bench/m7b-q4_0 [--clients 1 2 4]
 
 ``--steps`` times the batched decode step itself, in this process (generation/batch.py, no HTTP): the fastest and
-the median of 11 steps for B rows, the variants taking turns, as the server runs it (for Q4 models the fused step of generation/fused.py with all rows in
-one call, every weight read once), against loop.py's step taken a row at a time, and the same two on the readable
-path; a busy machine moves these less than the end-to-end figures.
+the median of 11 steps for B rows, every variant and every B taking turns: as the server runs it (for Q4 models
+the fused step of generation/fused.py with all rows in one call, every weight read once), loop.py's step taken a
+row at a time, and the same two on the readable path.
 
 llama-cpp-python's server (``python -m llama_cpp.server``, the ``bench`` extra) handles one request at a time,
 so its concurrent streams queue (with ``--interrupt_requests False``; by default a new request cuts the
@@ -186,8 +186,9 @@ def run_server(server: ServerProcess, name: str, args, eos: int) -> list[dict]:
 
 
 def time_steps(path: str, clients: list[int], threads: int, reps: int = 12) -> None:
-    """The decode step alone for B rows, each variant built once; for each B the variants take turns step by
-    step (a neighbour's burst then slows them alike), the fastest and the median of ``reps`` steps each."""
+    """The decode step alone for B rows, each variant built once. Every variant and every B take turns step by
+    step (a neighbour's burst, or the memory bandwidth a shared host leaves, then moves them alike), so the
+    ratios to B = 1 compare steps taken side by side; the fastest and the median of ``reps`` steps each."""
     import numba
     import numpy as np
     import mistral_np
@@ -200,27 +201,27 @@ def time_steps(path: str, clients: list[int], threads: int, reps: int = 12) -> N
                 "readable path, each weight once for all rows": dict(stacking="auto", fused=False),
                 "readable path, a row at a time": dict(stacking="never", fused=False)}
     decoders = {name: BatchDecoder(model, max_rows=max(clients), **kw) for name, kw in variants.items()}
-    print("| rows B | step | fastest step ms | median ms | aggregate tok/s (fastest) | x the B = 1 server step |")
-    print("|---|---|---|---|---|---|")
-    base = None
-    for b in clients:
-        caches = {}
-        for name in decoders:
-            caches[name] = [KVCache(model.config, max_len=256) for _ in range(b)]
-            for c in caches[name]:
+    caches = {}
+    for name in decoders:
+        for b in clients:
+            caches[name, b] = [KVCache(model.config, max_len=64) for _ in range(b)]
+            for c in caches[name, b]:
                 prefill_chunk(model, c, np.arange(1, 17), 128)
-        times = {name: [] for name in decoders}
-        for _ in range(reps):
-            for name, dec in decoders.items():
-                t0 = time.perf_counter()
-                dec.step(caches[name], [5] * b)
-                times[name].append(time.perf_counter() - t0)
-        for name, ts in times.items():
-            ts = sorted(ts[1:])
-            best, median = ts[0], ts[len(ts) // 2]
-            base = base or best
-            print(f"| {b} | {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {b / best:.1f} | {b / best * base:.2f} |",
-                  flush=True)
+    times = {key: [] for key in caches}
+    for _ in range(reps):
+        for (name, b), cs in caches.items():
+            t0 = time.perf_counter()
+            decoders[name].step(cs, [5] * b)
+            times[name, b].append(time.perf_counter() - t0)
+    print("| rows B | step | fastest step ms | median ms | aggregate tok/s (median) | x B = 1 (medians) |")
+    print("|---|---|---|---|---|---|")
+    base = statistics.median(times[next(iter(variants)), min(clients)][1:]) / min(clients)
+    for b in clients:
+        for name in variants:
+            ts = sorted(times[name, b][1:])
+            best, median = ts[0], statistics.median(ts)
+            print(f"| {b} | {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {b / median:.1f} | "
+                  f"{b / median * base:.2f} |", flush=True)
 
 
 def main():

@@ -81,6 +81,10 @@ def _matrix(w) -> Matrix | None:
     return Matrix(lay.qs, lay.d, lay.m if lay.m is not None else _NO_M, lay.m is not None, lay.offset, n_groups)
 
 
+MAX_ROWS = 8  # rows per compiled call: the caches go in as tuples of this length (padded), whatever B is, so
+              # the step compiles once (~30 s) and not once per row count
+
+
 class FusedDecoder:
     """Built once per generation from the decode weights; ``step(x, cache)`` runs every layer for one token."""
 
@@ -101,11 +105,15 @@ class FusedDecoder:
         return rms_norm(self.step(x, caches), params.norm, self.cfg.rms_norm_eps)
 
     def step(self, x: np.ndarray, caches: list) -> np.ndarray:
-        """x (B, D) float32 embeddings of the tokens at caches[b].next_position -> (B, D) after the last layer."""
+        """x (B, D) float32 embeddings of the tokens at caches[b].next_position -> (B, D) after the last layer.
+        Up to MAX_ROWS rows in one compiled call, more in several."""
         cfg = self.cfg
         if len(caches) != len(x) or len({id(c) for c in caches}) != len(caches):
             raise InvalidArgumentError(f"the fused step takes one distinct cache per row: {len(x)} rows, "
                                        f"{len(caches)} caches")
+        if len(x) > MAX_ROWS:
+            return np.concatenate([self.step(x[i:i + MAX_ROWS], caches[i:i + MAX_ROWS])
+                                   for i in range(0, len(x), MAX_ROWS)])
         ps = np.array([c.next_position for c in caches], dtype=np.int64)
         for c, p in zip(caches, ps):
             if p >= c.max_len:
@@ -115,8 +123,9 @@ class FusedDecoder:
         cos, sin = np.concatenate([t[0] for t in tables]), np.concatenate([t[1] for t in tables])   # (B, Dh/2)
         chunk = numba.set_parallel_chunksize(1)   # row groups handed out one at a time, as kernels.py's decode
         try:
-            out = _decode_layers(np.ascontiguousarray(x, dtype=np.float32), self.layers, tuple(c.k for c in caches),
-                                 tuple(c.v for c in caches), tuple(c.slot_pos for c in caches), ps, cos, sin,
+            padded = caches + caches[:1] * (MAX_ROWS - len(caches))   # one tuple length: one compiled function
+            out = _decode_layers(np.ascontiguousarray(x, dtype=np.float32), self.layers, tuple(c.k for c in padded),
+                                 tuple(c.v for c in padded), tuple(c.slot_pos for c in padded), ps, cos, sin,
                                  np.float32(cfg.rms_norm_eps), cfg.num_attention_heads, cfg.num_key_value_heads,
                                  cfg.head_dim, self.window, self.int8, F16_TO_F32)
         finally:
@@ -271,7 +280,7 @@ def _swiglu(gate, up):
 @njit(cache=True)
 def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut):
     """Every layer for B tokens, row b at position ps[b] over its own cache (k_caches[b], v_caches[b],
-    slot_pos[b]: tuples of B arrays), updating the caches in place.  x (B, D) -> (B, D)
+    slot_pos[b]: tuples of MAX_ROWS arrays, the first B used), updating the caches in place.  x (B, D) -> (B, D)
 
     Everything but the matmuls runs row by row; the matmuls take all rows (_matvecs), and each row's
     arithmetic is the same whatever B is, so row b equals a one-row step of that token."""

@@ -176,22 +176,22 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
 
     xr (B, in + ROW_PAD): interleave_x(xq) of each row; nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq,
     (B, nb) (prepare_rows_int8). A weight row is read from memory once for all B rows: the activation rows
-    go through it 4 at a time (2 or 3 left: a 4-row pass repeating the last, whose work is then done twice
-    with the same bits), a last single row alone; each pass splits every group of 8 blocks into nibbles once
-    for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
+    go through it 4 at a time (3 left: a 4-row pass repeating the last, whose work is then done twice with the
+    same bits), then 2 or 1 left in a pass of their own; each pass splits every group of 8 blocks into nibbles
+    once for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
     Per row and group: one integer dot product of 8 vector pairs started at -offset * sum xq
     (``dot8_nibbles_split``: vpdpbusd, 512-bit with AVX-512 VNNI, on AVX2 vpmaddubsw/vpmaddwd), one fma with
     d * dx [and one with m * dx sum xq]. The
-    integer sums are exact in any order, and a row's float operations are the same in both passes: row b of
+    integer sums are exact in any order, and a row's float operations are the same in every pass: row b of
     the result has the bits of the one-row product of row b, whatever B is.
     """
     nb = d.shape[1]
     nv = nb // V
     n = xr.shape[0]
-    single = n % 4 == 1                                   # the last row goes alone; 2 or 3 left: a 4-row pass
+    left = n % 4                                          # 3 left: a 4-row pass repeating the last; 2: a pair
     for r in range(lo_r, hi_r):
         q, dr, mr = qs[r], d[r], m[r if has_m else 0]
-        for b in range(0, n - 1 if single else n, 4):    # 4 rows at a time (the last one repeated if fewer)
+        for b in range(0, n - left + (4 if left == 3 else 0), 4):    # 4 rows at a time
             j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
             x0, x1, x2, x3 = xr[j0], xr[j1], xr[j2], xr[j3]
             y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
@@ -220,7 +220,28 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
             y[j1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, nsxo[j1], dx[j1], dxs[j1], y1)
             y[j2, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x2, nsxo[j2], dx[j2], dxs[j2], y2)
             y[j3, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x3, nsxo[j3], dx[j3], dxs[j3], y3)
-        if single:                                        # the last row
+        if left == 2:                                     # the last two rows
+            j0, j1 = n - 2, n - 1
+            x0, x1 = xr[j0], xr[j1]
+            y0, y1 = zero_f32x8(), zero_f32x8()
+            for c in range(nv):
+                prefetch(q, c * 128 + AHEAD)
+                prefetch(q, c * 128 + AHEAD + 64)
+                v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
+                v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
+                us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
+                i0 = dot8_nibbles_split(load_i32x8(nsxo[j0], cv), us, _pieces8(x0, o))
+                i1 = dot8_nibbles_split(load_i32x8(nsxo[j1], cv), us, _pieces8(x1, o))
+                y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dx[j0], cv)), y0)
+                y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dx[j1], cv)), y1)
+                if has_m:
+                    mw = load_f16x8(mr, cv)
+                    y0 = fma_f32x8(mw, load_f32x8(dxs[j0], cv), y0)
+                    y1 = fma_f32x8(mw, load_f32x8(dxs[j1], cv), y1)
+            y[j0, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x0, nsxo[j0], dx[j0], dxs[j0], y0)
+            y[j1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, nsxo[j1], dx[j1], dxs[j1], y1)
+        if left == 1:                                     # the last row
             b = n - 1
             xb = xr[b]
             yv = zero_f32x8()
@@ -329,14 +350,14 @@ def gemv_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, n_groups):
 def rows_q8_0_int8(xq, dx, blocks, lut, lo_r, hi_r, y):
     """y[b, r] = sum_blocks d dx sum_k q_k xq_k, exact int32 block dots (|q| <= 128, |xq| <= 127), for
     every row b of xq (B, in), dx (B, nb): as rows_nibbles_int8, the activation rows go through a weight row
-    4 at a time (a last one alone), the weight block's bytes and scale read once per pass, each row's lanes
+    4 at a time (then 2 or 1 left), the weight block's bytes and scale read once per pass, each row's lanes
     in a register, each row's float operations the same whatever B is."""
     nb = blocks.shape[1] // Q8_0_BYTES
     n = xq.shape[0]
-    single = n % 4 == 1                                   # as rows_nibbles_int8
+    left = n % 4                                          # as rows_nibbles_int8
     for r in range(lo_r, hi_r):
         row = blocks[r]
-        for b in range(0, n - 1 if single else n, 4):    # 4 rows at a time (the last one repeated if fewer)
+        for b in range(0, n - left + (4 if left == 3 else 0), 4):    # 4 rows at a time
             j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
             x0, x1, x2, x3, d0, d1, d2, d3 = xq[j0], xq[j1], xq[j2], xq[j3], dx[j0], dx[j1], dx[j2], dx[j3]
             y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
@@ -350,7 +371,19 @@ def rows_q8_0_int8(xq, dx, blocks, lut, lo_r, hi_r, y):
                 y2 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x2, k), v))), splat_f32x8(dw * d2[blk]), y2)
                 y3 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x3, k), v))), splat_f32x8(dw * d3[blk]), y3)
             y[j0, r], y[j1, r], y[j2, r], y[j3, r] = hsum_f32x8(y0), hsum_f32x8(y1), hsum_f32x8(y2), hsum_f32x8(y3)
-        if single:                                        # the last row
+        if left == 2:                                     # the last two rows
+            j0, j1 = n - 2, n - 1
+            x0, x1, d0, d1 = xq[j0], xq[j1], dx[j0], dx[j1]
+            y0, y1 = zero_f32x8(), zero_f32x8()
+            for blk in range(nb):
+                o = blk * Q8_0_BYTES
+                prefetch(row, o + AHEAD)
+                v = load_i8x32(row, o + 2)
+                u, dw, k = abs_i8(v), lut[np.uint16(row[o]) | (np.uint16(row[o + 1]) << 8)], blk * Q
+                y0 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x0, k), v))), splat_f32x8(dw * d0[blk]), y0)
+                y1 = fma_f32x8(cvt_i32x8(dpbusd(zero_i32x8(), u, sign_i8(load_i8x32(x1, k), v))), splat_f32x8(dw * d1[blk]), y1)
+            y[j0, r], y[j1, r] = hsum_f32x8(y0), hsum_f32x8(y1)
+        if left == 1:                                     # the last row
             b = n - 1
             xb, db = xq[b], dx[b]
             yv = zero_f32x8()
