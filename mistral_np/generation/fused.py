@@ -32,8 +32,8 @@ else and generation falls back to the readable path. ``activations``: "int8" (ll
 decode path) or "float" (the exact kernels), as ``decode_params``.
 
 Numbers. The matmuls are the same kernels on the same inputs; RMSNorm's mean, the attention's sums and
-the softmax are summed in another order than NumPy's, so results agree to float32 rounding, not bit for
-bit: the tests bound the float variant against float64 like the readable float32 path, and check the
+the softmax are summed in another order than NumPy's, and SiLU's sigmoid is written with exp where
+model/ops.py uses tanh, so results agree to float32 rounding, not bit for bit: the tests bound the float variant against float64 like the readable float32 path, and check the
 int8 variant against the readable int8 decode.
 
 next: back to loop.py.
@@ -53,8 +53,8 @@ from ..model.ops import take_rows
 from ..model.rmsnorm import rms_norm
 from ..model.rope import rope_tables
 from ..quant.fast import decode
-from ..quant.fast.simd import fma_f32x8, hsum_f32x8, load_f32x8, zero_f32x8
 from ..quant.fast.kernels import F16_TO_F32, SERIAL_BYTES, _n_groups
+from ..quant.fast.simd import fma_f32x8, hsum_f32x8, load_f32x8, zero_f32x8
 from ..quant.tensor import ActivationsView, _NibbleTensor
 
 
@@ -86,7 +86,8 @@ MAX_ROWS = 8  # rows per compiled call: the caches go in as tuples of this lengt
 
 
 class FusedDecoder:
-    """Built once per generation from the decode weights; ``step(x, cache)`` runs every layer for one token."""
+    """Built once per generation (or server) from the decode weights; ``step(x, caches)`` runs every layer for one
+    token of each of B sequences."""
 
     def __init__(self, layers: tuple, cfg, activations: str):
         self.layers, self.cfg, self.int8 = layers, cfg, activations == "int8"

@@ -183,7 +183,9 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
     (``dot8_nibbles_split``: vpdpbusd, 512-bit with AVX-512 VNNI, on AVX2 vpmaddubsw/vpmaddwd), one fma with
     d * dx [and one with m * dx sum xq]. The
     integer sums are exact in any order, and a row's float operations are the same in every pass: row b of
-    the result has the bits of the one-row product of row b, whatever B is.
+    the result has the bits of the one-row product of row b, whatever B is. The passes are written out: as
+    helper functions taking the rows' array views, Numba kept reference counting inside the inner loop
+    (13x slower, docs/quantization.md).
     """
     nb = d.shape[1]
     nv = nb // V
