@@ -132,10 +132,8 @@ class Worker:
             self.decoder = BatchDecoder(self.model, activations, max_rows=rows, stacking=stacking)
             slot = self.slots[0]
             prefill_chunk(self.model, slot.cache, _warm_up_ids(self.model), self.chunk, self.prompt_weights)
-            for n in range(1, rows + 1):   # every row count the steps will see: compiled now, not mid-stream
-                self.decoder.step([s.cache for s in self.slots[:n]], [0] * n)
-            for s in self.slots[:rows]:
-                s.cache.reset()
+            self.decoder.step([slot.cache], [0])   # compiles the step for every row count (fused.py: MAX_ROWS)
+            slot.cache.reset()
         if self.embedder is not None:
             self.embedder.encode(["warm up"])
 

@@ -52,7 +52,6 @@ F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float3
 ROW_TILE = 256  # rows per dequantized prefill tile: 256 x 4096 float32 = 4 MiB of scratch per thread
 SERIAL_BYTES = 1 << 17  # decode weights up to 128 KiB run on the calling thread (~10 us at 12 GB/s)
 _NO_M = np.zeros((1, 1), dtype=np.uint16)  # placeholder for Q4_0's absent minimums
-_ZERO = np.zeros(1, dtype=np.float32)  # placeholder for Q4_0's absent block sums
 
 
 # ---------------------------------------------------------------- dequantizing rows (tiles, embeddings)
