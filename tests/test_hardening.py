@@ -74,26 +74,18 @@ def write_header(path, header, data):
 
 # --- accepted silently before ----------------------------------------------------------------------------
 
-def test_overlapping_safetensors_ranges(bases, tmp_path):
+@pytest.mark.parametrize("moved,onto", [
+    ("model.layers.0.post_attention_layernorm.weight", "model.layers.0.input_layernorm.weight"),
+    ("model.layers.0.self_attn.o_proj.weight", "model.layers.1.self_attn.q_proj.weight")])
+def test_overlapping_safetensors_ranges_name_both_tensors(bases, tmp_path, moved, onto):
+    """A tensor's range set onto another's: the overlap names both. The range it left is a hole too, but the
+    overlap is reported, not the hole (which could only name a neighbour)."""
     d = copy(bases["hf"], tmp_path / "m")
     f = os.path.join(d, "model.safetensors")
     header, data = header_of(f)
-    a, b = "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight"
-    header[b]["data_offsets"] = header[a]["data_offsets"]
+    header[moved]["data_offsets"] = header[onto]["data_offsets"]
     write_header(f, header, data)
-    refused(d, CheckpointError, "model.safetensors", "overlaps", a, b)
-
-
-def test_a_moved_safetensors_range_names_the_tensor_that_moved(bases, tmp_path):
-    """A tensor moved onto another leaves a hole too: the overlap, which names it, is reported, not the hole
-    (which could only name a neighbour)."""
-    d = copy(bases["hf"], tmp_path / "m")
-    f = os.path.join(d, "model.safetensors")
-    header, data = header_of(f)
-    a, b = "model.layers.0.self_attn.o_proj.weight", "model.layers.1.self_attn.q_proj.weight"
-    header[a]["data_offsets"] = header[b]["data_offsets"]
-    write_header(f, header, data)
-    refused(d, CheckpointError, "model.safetensors", "overlaps", a, b)
+    refused(d, CheckpointError, "model.safetensors", "overlaps", moved, onto)
 
 
 def test_a_dropped_last_safetensors_entry_names_the_tensor_before_the_hole(bases, tmp_path):
