@@ -13,7 +13,7 @@ from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_weights
                               dequantize_q4_1_ref, dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref,
                               matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1_ref, quantize_q8_0)
 from mistral_np.quant.activations import int8_sum_bound, matmul_int8_ref, quantize_rows_q8_0_ref
-from mistral_np.quant.fast import kernels, layout
+from mistral_np.quant.fast import decode, kernels, layout
 
 EPS = np.finfo(np.float32).eps
 TWINS = {  # qtype: (quantize, ref dequantize, ref matmul, fast dequantize, fast matmul)
@@ -400,9 +400,12 @@ def test_matvecs_give_each_row_the_bits_of_one_row(qtype, activations, serial, m
     """A batched decode step (generation/batch.py, mistral-np serve) multiplies B rows in one call, the weight
     read once (``matvecs``): row b must be bit for bit the one-row product of row b, or a stream's text would
     depend on the others. The int8 kernels take rows 4 at a time, then one at a time, so B = 1..9 covers both
-    passes and their mixes; 18 blocks (two 8-block groups and a tail) and 65; serial and row-group runs."""
+    passes and their mixes; 18 blocks (two 8-block groups and a tail), 65, and 290 (36 groups: wide enough that
+    from 2 rows the int8 nibble kernel goes in column tiles, decode.X_TILE, and its 37 rows in chunks of
+    decode.ROW_CHUNK); serial and row-group runs."""
+    assert 290 // 8 * 8 * 32 * 2 > decode.X_TILE and 37 > decode.ROW_CHUNK
     monkeypatch.setattr(kernels, "SERIAL_BYTES", 1 << 40 if serial else 0)
-    for blocks in (18, 65):
+    for blocks in (18, 65, 290):
         w, x, packed = case(qtype, 37, blocks, 9, 11)
         t = from_packed(qtype, packed, w.shape)
         for n in (1, 2, 3, 4, 5, 8, 9):

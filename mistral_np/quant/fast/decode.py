@@ -16,7 +16,8 @@ activation rows and reads each weight row once for all of them (it stays in L1 w
 it), and each row's arithmetic is the same whatever B is, so row b has the bits of the one-row product
 (``kernels.matvecs_*``, ``QuantTensor.matvecs``). The int8 kernels go through the rows 4 at a time,
 sharing the split into nibbles and the scale loads; from 4 rows the arithmetic, not memory, sets the
-pace on the one machine measured (docs/performance.md, "Serving").
+pace on the one machine measured (docs/performance.md, "Serving"). When the B rows are too wide to stay
+in L1 together (4 rows of 14336), the nibble kernel goes through the columns in tiles (rows_nibbles_int8).
 
 The hardware prefetcher alone left one thread at ~5 GB/s from DRAM (21 GB/s from cache), so the
 loops prefetch the weight bytes AHEAD bytes in advance (running on into the next rows is intended; a
@@ -43,11 +44,13 @@ from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .layout import V
 from .simd import (abs_i8, cvt_i32x8, dot8_nibbles_split, dpbusd, expand4_f32x8, fma_f32x8, hsum_f32x8, i8x32_to_f32x8x4,
                    load_f16x8, load_f32x8, load_i8x32, load_i32x8, load_nibbles16, mul_f32x8, nib_hi, nib_lo, prefetch,
-                   sign_i8, splat_f32x8, sub_i8, zero_f32x8, zero_i32x8)
+                   sign_i8, splat_f32x8, store_f32x8, sub_i8, zero_f32x8, zero_i32x8)
 
 AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.4 GB/s without, 12-14 with
 ROW_PAD = 64  # bytes after each int8 activation row: at 4096 inputs the rows would start 4 KiB apart, and the
               # loads of the rows at one offset then map to the same L1 set (measured: 4 rows cost 2x 2 rows)
+X_TILE = 16384  # bytes of int8 activations (all B rows) a column tile of the several-row kernel holds: in L1
+ROW_CHUNK = 16  # weight rows that go through one column tile before the next
 
 
 # ---------------------------------------------------------------- activations
@@ -181,84 +184,134 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
     once for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
     Per row and group: one integer dot product of 8 vector pairs started at -offset * sum xq
     (``dot8_nibbles_split``: vpdpbusd, 512-bit with AVX-512 VNNI, on AVX2 vpmaddubsw/vpmaddwd), one fma with
-    d * dx [and one with m * dx sum xq]. The
-    integer sums are exact in any order, and a row's float operations are the same in every pass: row b of
-    the result has the bits of the one-row product of row b, whatever B is. The passes are written out: as
-    helper functions taking the rows' array views, Numba kept reference counting inside the inner loop
-    (13x slower, docs/quantization.md).
+    d * dx [and one with m * dx sum xq].
+
+    Column tiles: every weight row sweeps all B activation rows, so those must stay in L1. When they are more
+    than ``X_TILE`` bytes (4 rows of a 14336-wide down projection: 57 KiB), the columns go in tiles of
+    ``X_TILE // B`` bytes a row: ``ROW_CHUNK`` weight rows go through one tile, each (weight row, activation
+    row) keeping its 8 lanes in ``acc`` until the next tile. On Zen 5, 2 threads, 4 rows of the 4096 x 14336
+    down projection: 1.2-1.45 ms untiled, 0.82-1.08 ms tiled (the same-bytes 14336 x 4096 gate projection,
+    one tile: ~0.7-0.9 ms). 16 KiB is half of Zen 3's L1 (24 KiB ran 7 % faster on Zen 5's 48 KiB L1; not
+    taken). A row's lanes see the same fmas in the same order either way.
+
+    The integer sums are exact in any order, and a row's float operations are the same in every pass and
+    tile: row b of the result has the bits of the one-row product of row b, whatever B is. The passes are
+    written out: as helper functions taking the rows' array views, Numba kept reference counting inside the
+    inner loop (13x slower, docs/quantization.md).
     """
     nb = d.shape[1]
     nv = nb // V
-    n = xr.shape[0]
+    n, xs, rb = xr.shape[0], xr.shape[1], qs.shape[1]
+    # flat views, offsets by hand: a view a row (xr[b], qs[r]) cost ~9 ns a weight row in reference counts
+    xf, nf, df, sf = xr.reshape(-1), nsxo.reshape(-1), dx.reshape(-1), dxs.reshape(-1)
+    qf, wf, mf = qs.reshape(-1), d.reshape(-1), m.reshape(-1)
     left = n % 4                                          # 3 left: a 4-row pass repeating the last; 2: a pair
-    for r in range(lo_r, hi_r):
-        q, dr, mr = qs[r], d[r], m[r if has_m else 0]
-        for b in range(0, n - left + (4 if left == 3 else 0), 4):    # 4 rows at a time
-            j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
-            x0, x1, x2, x3 = xr[j0], xr[j1], xr[j2], xr[j3]
-            y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
-            for c in range(nv):
-                prefetch(q, c * 128 + AHEAD)  # the group's two cache lines, AHEAD bytes on
-                prefetch(q, c * 128 + AHEAD + 64)
-                v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
-                v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
-                us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
-                dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
-                i0 = dot8_nibbles_split(load_i32x8(nsxo[j0], cv), us, _pieces8(x0, o))
-                i1 = dot8_nibbles_split(load_i32x8(nsxo[j1], cv), us, _pieces8(x1, o))
-                i2 = dot8_nibbles_split(load_i32x8(nsxo[j2], cv), us, _pieces8(x2, o))
-                i3 = dot8_nibbles_split(load_i32x8(nsxo[j3], cv), us, _pieces8(x3, o))
-                y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dx[j0], cv)), y0)
-                y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dx[j1], cv)), y1)
-                y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(dx[j2], cv)), y2)
-                y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(dx[j3], cv)), y3)
-                if has_m:
-                    mw = load_f16x8(mr, cv)
-                    y0 = fma_f32x8(mw, load_f32x8(dxs[j0], cv), y0)
-                    y1 = fma_f32x8(mw, load_f32x8(dxs[j1], cv), y1)
-                    y2 = fma_f32x8(mw, load_f32x8(dxs[j2], cv), y2)
-                    y3 = fma_f32x8(mw, load_f32x8(dxs[j3], cv), y3)
-            y[j0, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x0, nsxo[j0], dx[j0], dxs[j0], y0)
-            y[j1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, nsxo[j1], dx[j1], dxs[j1], y1)
-            y[j2, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x2, nsxo[j2], dx[j2], dxs[j2], y2)
-            y[j3, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x3, nsxo[j3], dx[j3], dxs[j3], y3)
-        if left == 2:                                     # the last two rows
-            j0, j1 = n - 2, n - 1
-            x0, x1 = xr[j0], xr[j1]
-            y0, y1 = zero_f32x8(), zero_f32x8()
-            for c in range(nv):
-                prefetch(q, c * 128 + AHEAD)
-                prefetch(q, c * 128 + AHEAD + 64)
-                v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
-                v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
-                us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
-                dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
-                i0 = dot8_nibbles_split(load_i32x8(nsxo[j0], cv), us, _pieces8(x0, o))
-                i1 = dot8_nibbles_split(load_i32x8(nsxo[j1], cv), us, _pieces8(x1, o))
-                y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dx[j0], cv)), y0)
-                y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dx[j1], cv)), y1)
-                if has_m:
-                    mw = load_f16x8(mr, cv)
-                    y0 = fma_f32x8(mw, load_f32x8(dxs[j0], cv), y0)
-                    y1 = fma_f32x8(mw, load_f32x8(dxs[j1], cv), y1)
-            y[j0, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x0, nsxo[j0], dx[j0], dxs[j0], y0)
-            y[j1, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, x1, nsxo[j1], dx[j1], dxs[j1], y1)
-        if left == 1:                                     # the last row
-            b = n - 1
-            xb = xr[b]
-            yv = zero_f32x8()
-            for c in range(nv):
-                prefetch(q, c * 128 + AHEAD)
-                prefetch(q, c * 128 + AHEAD + 64)
-                v0, v1 = load_i8x32(q, c * 128), load_i8x32(q, c * 128 + 32)
-                v2, v3 = load_i8x32(q, c * 128 + 64), load_i8x32(q, c * 128 + 96)
-                us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
-                dw, o, cv = load_f16x8(dr, c * V), c * 256, c * V
-                acc = dot8_nibbles_split(load_i32x8(nsxo[b], cv), us, _pieces8(xb, o))
-                yv = fma_f32x8(cvt_i32x8(acc), mul_f32x8(dw, load_f32x8(dx[b], cv)), yv)
-                if has_m:
-                    yv = fma_f32x8(load_f16x8(mr, cv), load_f32x8(dxs[b], cv), yv)
-            y[b, r] = _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, nsxo[b], dx[b], dxs[b], yv)
+    n4 = n - left + (4 if left == 3 else 0)               # the rows the 4-row passes cover
+    tile = max(1, X_TILE // (n * V * Q))                  # groups of 8 blocks a column tile holds
+    if nv <= tile:
+        tile, chunk, ahead = max(nv, 1), max(hi_r - lo_r, 1), AHEAD   # one tile: rows in turn, streaming on
+    else:
+        chunk, ahead = ROW_CHUNK, 2 * rb                  # prefetch the same tile two weight rows on
+    # 8 lanes for each (weight row, activation row) between tiles; one tile never touches them, so no allocation
+    # then (a call can be a group of 16 rows): df stands in
+    acc = np.empty(chunk * n * V, dtype=np.float32) if nv > tile else df
+    for r0 in range(lo_r, hi_r, chunk):
+        r1 = min(r0 + chunk, hi_r)
+        for c0 in range(0, max(nv, 1), tile):             # (no full group: one empty tile, then the tail)
+            c1 = min(c0 + tile, nv)
+            first, last = c0 == 0, c1 >= nv
+            for r in range(r0, r1):
+                qo, wo, mo, a = r * rb, r * nb, r * nb if has_m else 0, (r - r0) * n * V
+                for b in range(0, n4, 4):                 # 4 rows at a time
+                    j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
+                    x0, x1, x2, x3 = j0 * xs, j1 * xs, j2 * xs, j3 * xs
+                    e0, e1, e2, e3 = j0 * nb, j1 * nb, j2 * nb, j3 * nb
+                    y0 = zero_f32x8() if first else load_f32x8(acc, a + j0 * V)
+                    y1 = zero_f32x8() if first else load_f32x8(acc, a + j1 * V)
+                    y2 = zero_f32x8() if first else load_f32x8(acc, a + j2 * V)
+                    y3 = zero_f32x8() if first else load_f32x8(acc, a + j3 * V)
+                    for c in range(c0, c1):
+                        g = qo + c * 128
+                        prefetch(qf, g + ahead)           # the group's two cache lines, ahead
+                        prefetch(qf, g + ahead + 64)
+                        v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
+                        v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
+                        us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1),
+                              nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                        dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
+                        i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
+                        i1 = dot8_nibbles_split(load_i32x8(nf, e1 + cv), us, _pieces8(xf, x1 + o))
+                        i2 = dot8_nibbles_split(load_i32x8(nf, e2 + cv), us, _pieces8(xf, x2 + o))
+                        i3 = dot8_nibbles_split(load_i32x8(nf, e3 + cv), us, _pieces8(xf, x3 + o))
+                        y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, e0 + cv)), y0)
+                        y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(df, e1 + cv)), y1)
+                        y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(df, e2 + cv)), y2)
+                        y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(df, e3 + cv)), y3)
+                        if has_m:
+                            mw = load_f16x8(mf, mo + cv)
+                            y0 = fma_f32x8(mw, load_f32x8(sf, e0 + cv), y0)
+                            y1 = fma_f32x8(mw, load_f32x8(sf, e1 + cv), y1)
+                            y2 = fma_f32x8(mw, load_f32x8(sf, e2 + cv), y2)
+                            y3 = fma_f32x8(mw, load_f32x8(sf, e3 + cv), y3)
+                    if last:                              # row j3 = j2 when repeated: the same bits twice
+                        y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
+                        y[j1, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
+                        y[j2, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x2, nf, df, sf, e2, y2)
+                        y[j3, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x3, nf, df, sf, e3, y3)
+                    else:
+                        store_f32x8(acc, a + j0 * V, y0)
+                        store_f32x8(acc, a + j1 * V, y1)
+                        store_f32x8(acc, a + j2 * V, y2)
+                        store_f32x8(acc, a + j3 * V, y3)
+                if left == 2:                             # the last two rows
+                    j0, j1 = n - 2, n - 1
+                    x0, x1, e0, e1 = j0 * xs, j1 * xs, j0 * nb, j1 * nb
+                    y0 = zero_f32x8() if first else load_f32x8(acc, a + j0 * V)
+                    y1 = zero_f32x8() if first else load_f32x8(acc, a + j1 * V)
+                    for c in range(c0, c1):
+                        g = qo + c * 128
+                        prefetch(qf, g + ahead)
+                        prefetch(qf, g + ahead + 64)
+                        v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
+                        v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
+                        us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1),
+                              nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                        dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
+                        i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
+                        i1 = dot8_nibbles_split(load_i32x8(nf, e1 + cv), us, _pieces8(xf, x1 + o))
+                        y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, e0 + cv)), y0)
+                        y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(df, e1 + cv)), y1)
+                        if has_m:
+                            mw = load_f16x8(mf, mo + cv)
+                            y0 = fma_f32x8(mw, load_f32x8(sf, e0 + cv), y0)
+                            y1 = fma_f32x8(mw, load_f32x8(sf, e1 + cv), y1)
+                    if last:
+                        y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
+                        y[j1, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
+                    else:
+                        store_f32x8(acc, a + j0 * V, y0)
+                        store_f32x8(acc, a + j1 * V, y1)
+                if left == 1:                             # the last row
+                    j0 = n - 1
+                    x0, e0 = j0 * xs, j0 * nb
+                    y0 = zero_f32x8() if first else load_f32x8(acc, a + j0 * V)
+                    for c in range(c0, c1):
+                        g = qo + c * 128
+                        prefetch(qf, g + ahead)
+                        prefetch(qf, g + ahead + 64)
+                        v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
+                        v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
+                        us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1),
+                              nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                        dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
+                        i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
+                        y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, e0 + cv)), y0)
+                        if has_m:
+                            y0 = fma_f32x8(load_f16x8(mf, mo + cv), load_f32x8(sf, e0 + cv), y0)
+                    if last:
+                        y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
+                    else:
+                        store_f32x8(acc, a + j0 * V, y0)
 
 
 @njit(cache=True, inline="always")
@@ -269,16 +322,17 @@ def _pieces8(x, o):
 
 
 @njit(cache=True, inline="always")
-def _int8_tail(q, dr, mr, has_m, lut, nv, nb, xb, nsxob, dxb, dxsb, yv):
-    """The blocks after the last full group (ggml order, one block per vector), then the sum of the lanes."""
+def _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, xo, nf, df, sf, e, yv):
+    """The blocks after the last full group (ggml order, one block per vector), then the sum of the lanes; a
+    weight row at qf[qo:], wf[wo:] (mf[mo:]), an activation row at xf[xo:], nf / df / sf[e:] (flat views)."""
     tail = np.float32(0.0)
     for blk in range(nv * V, nb):
-        acc = dpbusd(zero_i32x8(), load_nibbles16(q, blk * 16), load_i8x32(xb, blk * Q))
-        scale = lut[dr[blk]] * dxb[blk]
+        acc = dpbusd(zero_i32x8(), load_nibbles16(qf, qo + blk * 16), load_i8x32(xf, xo + blk * Q))
+        scale = lut[wf[wo + blk]] * df[e + blk]
         yv = fma_f32x8(cvt_i32x8(acc), splat_f32x8(scale), yv)
-        tail += np.float32(nsxob[blk]) * scale
+        tail += np.float32(nf[e + blk]) * scale
         if has_m:
-            tail += lut[mr[blk]] * dxsb[blk]
+            tail += lut[mf[mo + blk]] * sf[e + blk]
     return hsum_f32x8(yv) + tail
 
 

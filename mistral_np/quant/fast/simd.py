@@ -134,6 +134,20 @@ load_f16x8 = _loader(2, F32x8, _half_to_float)  # 8 fp16 bit patterns (uint16 ar
 
 
 @intrinsic
+def store_f32x8(typingctx, arr, off, v):
+    """arr[off:off + 8] = v, for a contiguous 1-D float32 array (unchecked, like the loads)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.float32
+            and isinstance(off, types.Integer) and v == F32x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _V8F), align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, off, v), codegen
+
+
+@intrinsic
 def load_nibbles16(typingctx, arr, off):
     """16 bytes of a ggml nibble block -> 32 bytes in element order: low nibbles (0..15), then high (16..31)."""
     if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 8
