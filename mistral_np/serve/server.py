@@ -6,8 +6,7 @@
 Which routes a model gets: a checkpoint with an LM head generates (chat, completions); one without (e5, SFR,
 Linq backbones) is loaded with ``load_embedder`` and embeds; ``--preset NAME`` loads any checkpoint with that
 embedding recipe, and it also generates if it has an LM head. The worker (worker.py) starts and warms up before
-the port opens, so the first request is not the one that pays for loading the kernels. The process's GIL switch
-interval is shortened (``SWITCH_INTERVAL``), so the worker does not wait on the event loop for the GIL.
+the port opens, so the first request is not the one that pays for loading the kernels.
 
 Port 0 takes any free port; the line ``listening on http://HOST:PORT`` on stderr says which.
 
@@ -38,15 +37,6 @@ log = logging.getLogger("mistral_np.serve")
 
 class ServeExtraMissing(MistralNPError):
     """Starlette or uvicorn is not installed."""
-
-
-# Python's GIL switch interval in the server process (default 5 ms). The worker holds the GIL through each compiled
-# call; the event loop, woken by the tokens it must send, waits for it, forces the worker to give it up at its next
-# Python line once an interval has passed, and the worker then waits up to an interval to get it back: with 5 ms,
-# several such waits in a step. Measured on
-# AMD EPYC Zen 5, 2 threads, 7B shape, 4 streams: the server's 4-row step 148.9 ms with 5 ms, 129.0 ms with 0.5 ms
-# (docs/performance.md, "Serving").
-SWITCH_INTERVAL = 0.0005
 
 
 def load_for_serving(path, preset: str | None = None):
@@ -115,7 +105,6 @@ def run(path, host: str = "127.0.0.1", port: int = 8080, slots: int = 4, max_que
     worker = Worker(model, embedder, slots=slots, max_queue=max_queue, ctx=ctx or 0, chunk=chunk,
                     prompt_activations=prompt_activations, decode_activations=decode_activations, stacking=stacking,
                     reuse=reuse, threads=threads)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     worker.start()
     name = name or os.path.basename(os.path.normpath(str(path)))
     state = State(name, worker, model, embedder, api_key, max_body,
