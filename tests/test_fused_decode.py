@@ -7,6 +7,9 @@ truth, and the fused step must be within F32_K x the readable float32 path's own
 """
 
 import os
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from mistral_np.model.forward import hidden_states
 from mistral_np.model.kv_cache import KVCache
 from mistral_np.model.params import map_weights
 from mistral_np.quant import QuantTensor, quantize
+from mistral_np.quant.fast import kernels
 from tools.builders import random_model, tiny_config_np
 
 from conftest import ROOT, f32_bound
@@ -124,3 +128,54 @@ def test_smollm2_against_the_readable_path():
     assert np.abs(fused - exact).max() <= 2 * np.abs(readable - exact).max()
     agree = lambda z: np.mean(z.argmax(1) == exact.argmax(1))  # noqa: E731
     assert agree(fused) >= agree(readable) - 2 / len(tokens)
+
+
+def turns_while(fn, seconds=0.3):
+    """Call fn on another thread for about ``seconds``; -> how many turns this thread's Python loop made meanwhile.
+    The switch interval is 10 s, so if fn held the GIL this thread would not run until the other one ended (0
+    turns); if fn lets it go, this thread runs while fn computes (each turn sleeps 0 s to hand the GIL back)."""
+    done, turns = threading.Event(), 0
+
+    def work():
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            fn()
+        done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        while not done.is_set():
+            turns += 1
+            time.sleep(0)
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    return turns
+
+
+def test_the_compiled_step_and_kernels_release_the_gil(models, monkeypatch):
+    """mistral-np serve runs the model on a worker thread and its event loop on another (serve.md): the fused
+    step, the prompt GEMM and the decode kernels are compiled with nogil=True, so the event loop keeps sending
+    tokens and accepting requests while they run. Each must let this thread run meanwhile."""
+    model, ids, _ = models
+    cfg = model.config
+    weights = decode_params(model.params, "int8")
+    dec = fused_decoder(weights, cfg, "int8")
+    caches = [KVCache(cfg, max_len=4096, dtype=np.float32) for _ in range(2)]
+
+    def step():
+        for c in caches:
+            if c.next_position > 4000:
+                c.reset()
+        dec.hidden_states(weights, ids[:2], caches)
+
+    monkeypatch.setattr(kernels, "SERIAL_BYTES", 0)       # the row-group (parallel) kernels, even for tiny weights
+    w = model.params.layers[0].gate_proj
+    x = np.random.default_rng(0).standard_normal((16, cfg.hidden_size)).astype(np.float32)
+    for name, fn in (("fused step", step), ("prompt GEMM", lambda: w.matmul(x, activations="int8")),
+                     ("decode kernel", lambda: w.matvecs(x[:3], activations="int8"))):
+        fn()                                              # compiled before the count
+        assert turns_while(fn) > 100, name

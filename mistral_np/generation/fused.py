@@ -255,7 +255,7 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
                     out[o + i] += w * v[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, out):
     """Attention of every row over its own cache (layer li): row b's query q[b] at position ps[b] -> out[b].
     The (row, KV head) pairs run in parallel; each writes its own heads, with the same arithmetic however the
@@ -278,7 +278,7 @@ def _swiglu(gate, up):
             gate[b, i] = gi / (np.float32(1.0) + np.exp(-gi)) * up[b, i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # the GIL is free while the step runs (a server's event loop keeps going)
 def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut):
     """Every layer for B tokens, row b at position ps[b] over its own cache (k_caches[b], v_caches[b],
     slot_pos[b]: tuples of MAX_ROWS arrays, the first B used), updating the caches in place.  x (B, D) -> (B, D)

@@ -249,6 +249,8 @@ class Worker:
 
 
 def _warm_up_ids(model) -> np.ndarray:
-    """The one token run at start-up to load the compiled kernels: BOS if the model has one, else id 0."""
+    """The two tokens prefilled at start-up to load the compiled kernels (two, so that the prompt kernels load
+    too: with one, the first request paid for them, 7 s on the 7B shape when they had to compile): BOS if the
+    model has one, else id 0."""
     bos = model.tokenizer.bos_id if model.tokenizer is not None else None
-    return np.array([0 if bos is None else bos], dtype=np.int64)
+    return np.full(2, 0 if bos is None else bos, dtype=np.int64)

@@ -379,7 +379,7 @@ def rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
             y[b, r] = hsum_f32x8(yv) + tail
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gemv_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
     y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
@@ -389,7 +389,7 @@ def gemv_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups)
     return y
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gemv_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
     y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
@@ -472,7 +472,7 @@ def rows_q8_0_float(x, blocks, lut, lo_r, hi_r, y):
             y[b, r] = hsum_f32x8(yv)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gemv_q8_0_int8(xq, dx, blocks, lut, n_groups):
     out_dim = blocks.shape[0]
     y = np.empty((xq.shape[0], out_dim), dtype=np.float32)
@@ -481,7 +481,7 @@ def gemv_q8_0_int8(xq, dx, blocks, lut, n_groups):
     return y
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gemv_q8_0_float(x, blocks, lut, n_groups):
     out_dim = blocks.shape[0]
     y = np.empty((x.shape[0], out_dim), dtype=np.float32)

@@ -114,7 +114,7 @@ def _quantize_row(x, offset, wide, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16):
             dx16[c * 16 + V + b] = d
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _prepare(x, offset, wide):
     t_real, n = x.shape
     ng = (n // Q + V - 1) // V
@@ -311,7 +311,7 @@ def _tail_groups(qs, d, m, has_m, lo, hi, qt, dt, mt):
                     qt[i, g * 32 + b * 4 + k] = qs[lo + i, nv * 128 + b * 16 + 4 * g + k]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, n_groups):
     """y (T4, out) = the int8-activation product of prepared rows (``_arrays(a, wide)``: xr, -offset sum xq,
     dx, dx sum xq) and a nibble-layout weight."""
@@ -387,7 +387,7 @@ def _q8_0_row_1x4(q, dr, qo, so, xs, ss, es, ng, wide, y, t0, r):
         _store4(y, t0, r, hsum_f32x8(acc[0]), hsum_f32x8(acc[1]), hsum_f32x8(acc[2]), hsum_f32x8(acc[3]))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, n_groups):
     """y (T4, out) for Q8_0 bytes (out, nb*34) and rows prepared with offset 128 (``_arrays(a, wide)``;
     ms unused: Q8_0 has no minimums). The whole row per

@@ -84,7 +84,7 @@ def _dequant_nibble_rows(qs, d, m, has_m, offset, lut, rows, out):
                     out[i, blk * Q + 16 + 4 * g + k] = hi
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _dequant_nibble_rows_par(qs, d, m, has_m, offset, lut, rows, out, n_groups):
     n = len(rows)
     for grp in prange(n_groups):
@@ -92,7 +92,7 @@ def _dequant_nibble_rows_par(qs, d, m, has_m, offset, lut, rows, out, n_groups):
         _dequant_nibble_rows(qs, d, m, has_m, offset, lut, rows[lo:hi], out[lo:hi])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _gemm_nibble_tiles(x, qs, d, m, has_m, offset, lut, tile):
     """Prefill: y = x @ w.T, tiles of rows dequantized per thread, each multiplied by BLAS.  -> (T, out)"""
     out_dim, nb = d.shape
@@ -124,7 +124,7 @@ def _dequant_q8_0_rows(blocks, lut, rows, out):
                 out[i, blk * Q + k] = np.float32(v) * scale
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _dequant_q8_0_rows_par(blocks, lut, rows, out, n_groups):
     n = len(rows)
     for grp in prange(n_groups):
@@ -132,7 +132,7 @@ def _dequant_q8_0_rows_par(blocks, lut, rows, out, n_groups):
         _dequant_q8_0_rows(blocks, lut, rows[lo:hi], out[lo:hi])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _gemm_q8_0_tiles(x, blocks, lut, tile):
     out_dim = blocks.shape[0]
     nb = blocks.shape[1] // Q8_0_BYTES

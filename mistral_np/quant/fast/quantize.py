@@ -25,7 +25,7 @@ from ..q4_0 import BLOCK_BYTES as Q4_0_BYTES
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _q4_0_blocks(blocks, nibbles, d_out):
     """blocks (n, 32) float32 -> nibbles (n, 16) uint8 and float32 scales d (n,)."""
     for b in prange(blocks.shape[0]):
@@ -45,7 +45,7 @@ def _q4_0_blocks(blocks, nibbles, d_out):
             nibbles[b, j] = np.uint8(q0 | (q1 << 4))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _q8_0_blocks(blocks, qs, d_out):
     """blocks (n, 32) float32 -> qs (n, 32) int8 and float32 scales d (n,)."""
     for b in prange(blocks.shape[0]):
