@@ -205,6 +205,9 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
     # flat views, offsets by hand: a view a row (xr[b], qs[r]) cost ~9 ns a weight row in reference counts
     xf, nf, df, sf = xr.reshape(-1), nsxo.reshape(-1), dx.reshape(-1), dxs.reshape(-1)
     qf, wf, mf = qs.reshape(-1), d.reshape(-1), m.reshape(-1)
+    if n == 1:                                            # one decode step: its own plain loop
+        _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r, y)
+        return
     left = n % 4                                          # 3 left: a 4-row pass repeating the last; 2: a pair
     n4 = n - left + (4 if left == 3 else 0)               # the rows the 4-row passes cover
     tile = max(1, X_TILE // (n * V * Q))                  # groups of 8 blocks a column tile holds
@@ -312,6 +315,28 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
                         y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
                     else:
                         store_f32x8(acc, a + j0 * V, y0)
+
+
+@njit(cache=True)
+def _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r, y):
+    """rows_nibbles_int8 for one activation row (flat arrays, as there): rows lo_r..hi_r in turn, the same
+    arithmetic as the one-row pass there (which B > 1 runs for its last row)."""
+    for r in range(lo_r, hi_r):
+        qo, wo, mo = r * rb, r * nb, r * nb if has_m else 0
+        y0 = zero_f32x8()
+        for c in range(nv):
+            g = qo + c * 128
+            prefetch(qf, g + AHEAD)
+            prefetch(qf, g + AHEAD + 64)
+            v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
+            v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
+            us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+            dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
+            i0 = dot8_nibbles_split(load_i32x8(nf, cv), us, _pieces8(xf, o))
+            y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, cv)), y0)
+            if has_m:
+                y0 = fma_f32x8(load_f16x8(mf, mo + cv), load_f32x8(sf, cv), y0)
+        y[0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, 0, nf, df, sf, 0, y0)
 
 
 @njit(cache=True, inline="always")
