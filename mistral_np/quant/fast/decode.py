@@ -237,10 +237,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
                         g = qo + c * 128
                         prefetch(qf, g + ahead)           # the group's two cache lines, ahead
                         prefetch(qf, g + ahead + 64)
-                        v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
-                        v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
-                        us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1),
-                              nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                        us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
                         i1 = dot8_nibbles_split(load_i32x8(nf, e1 + cv), us, _pieces8(xf, x1 + o))
@@ -275,10 +272,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
                         g = qo + c * 128
                         prefetch(qf, g + ahead)
                         prefetch(qf, g + ahead + 64)
-                        v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
-                        v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
-                        us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1),
-                              nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                        us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
                         i1 = dot8_nibbles_split(load_i32x8(nf, e1 + cv), us, _pieces8(xf, x1 + o))
@@ -302,10 +296,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
                         g = qo + c * 128
                         prefetch(qf, g + ahead)
                         prefetch(qf, g + ahead + 64)
-                        v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
-                        v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
-                        us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1),
-                              nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+                        us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
                         y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, e0 + cv)), y0)
@@ -328,15 +319,23 @@ def _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r
             g = qo + c * 128
             prefetch(qf, g + AHEAD)
             prefetch(qf, g + AHEAD + 64)
-            v0, v1 = load_i8x32(qf, g), load_i8x32(qf, g + 32)
-            v2, v3 = load_i8x32(qf, g + 64), load_i8x32(qf, g + 96)
-            us = (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
+            us = _nibbles(qf, g)
             dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
             i0 = dot8_nibbles_split(load_i32x8(nf, cv), us, _pieces8(xf, o))
             y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, cv)), y0)
             if has_m:
                 y0 = fma_f32x8(load_f16x8(mf, mo + cv), load_f32x8(sf, cv), y0)
         y[0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, 0, nf, df, sf, 0, y0)
+
+
+@njit(cache=True)
+def _nibbles(q, o):
+    """The 8 nibble vectors of the group at byte o of a nibble-layout weight (flat), facing _pieces8's order:
+    piece 2g + h is the low (h = 0) or high (h = 1) nibbles of the group's 32-byte vector g. (gemm.py's
+    micro-kernels use it too.)"""
+    v0, v1 = load_i8x32(q, o), load_i8x32(q, o + 32)
+    v2, v3 = load_i8x32(q, o + 64), load_i8x32(q, o + 96)
+    return (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
 
 
 @njit(cache=True, inline="always")

@@ -59,10 +59,10 @@ from numba import njit, prange
 
 from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
-from .decode import block_scale, round_away
+from .decode import _nibbles, block_scale, round_away
 from .layout import V
 from .simd import (cvt_i32x8, dot8_bytes, dot8_nibbles, fma_f32x8, hsum_f32x8, load_f16x8, load_f32x8, load_i8x32,
-                   load_i32x8, mul_f32x8, nib_hi, nib_lo, zero_f32x8)
+                   load_i32x8, mul_f32x8, zero_f32x8)
 from .simd512 import (cvt_i32x16, dpbusd512, fma_f32x16, hsum_f32x16, load_f16x8_twice, load_f32x16, load_i8x64,
                       load_i32x16, mul_f32x16, nib_hi64, nib_lo64, zero_f32x16)
 
@@ -153,15 +153,6 @@ def _pieces(v, o):
     bytes (flat)."""
     return (load_i8x32(v, o), load_i8x32(v, o + 32), load_i8x32(v, o + 64), load_i8x32(v, o + 96),
             load_i8x32(v, o + 128), load_i8x32(v, o + 160), load_i8x32(v, o + 192), load_i8x32(v, o + 224))
-
-
-@njit(cache=True)
-def _nibbles(q, o):
-    """The 8 nibble vectors of the group at byte o of a nibble-layout weight (flat), facing _pieces' order:
-    piece 2g + h is the low (h = 0) or high (h = 1) nibbles of the group's 32-byte vector g."""
-    v0, v1 = load_i8x32(q, o), load_i8x32(q, o + 32)
-    v2, v3 = load_i8x32(q, o + 64), load_i8x32(q, o + 96)
-    return (nib_lo(v0), nib_hi(v0), nib_lo(v1), nib_hi(v1), nib_lo(v2), nib_hi(v2), nib_lo(v3), nib_hi(v3))
 
 
 @njit(cache=True)
