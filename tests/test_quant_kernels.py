@@ -322,12 +322,28 @@ def test_the_wide_gemm_is_chosen_only_when_asked(monkeypatch):
     assert kernels.wide_gemm() is True
 
 
-@pytest.fixture(params=["256-bit", "512-bit"])
+@pytest.fixture(params=["256-bit", "256-bit pairs", "512-bit"])
 def gemm_width(request, monkeypatch):
-    """Run the prompt GEMM at both widths on every CPU: the 512-bit kernel compiles to plain exact IR where
-    the CPU lacks AVX-512 VNNI (slow, never chosen there, but the same numbers), the 256-bit one everywhere."""
+    """Run the prompt GEMM at both widths, and the 256-bit one a row and two rows at a time, on every CPU: the
+    512-bit kernel compiles to plain exact IR where the CPU lacks AVX-512 VNNI (slow, never chosen there, but the
+    same numbers), the pairs to the AVX2 products where it lacks VNNI (not chosen there either)."""
     monkeypatch.setattr(kernels, "wide_gemm", lambda: request.param == "512-bit")
+    monkeypatch.setattr(kernels, "gemm_pairs", lambda: request.param == "256-bit pairs")
     return request.param
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("rows, blocks, t", [(7, 18, 5), (33, 290, 9), (2, 9, 2), (1, 16, 3)])
+def test_gemm_pairs_give_the_bits_of_one_row_at_a_time(qtype, rows, blocks, t, monkeypatch):
+    """Two weight rows at a time (gemm.py's pairs) only reorder exact integer sums: the result has the bits of
+    the one-row micro-kernel, for odd and even row counts, a tail group, several chunks and parallel groups."""
+    w, x, packed = case(qtype, rows, blocks, t, 3)
+    tensor = from_packed(qtype, packed, w.shape)
+    out = {}
+    for pairs in (False, True):
+        monkeypatch.setattr(kernels, "gemm_pairs", lambda pairs=pairs: pairs)
+        out[pairs] = tensor.matmul(x, activations="int8")
+    np.testing.assert_array_equal(out[True], out[False])
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

@@ -61,7 +61,7 @@ from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .decode import _nibbles, block_scale, round_away
 from .layout import V
-from .simd import (cvt_i32x8, dot8_bytes, dot8_nibbles, fma_f32x8, hsum_f32x8, load_f16x8, load_f32x8, load_i8x32,
+from .simd import (cvt_i32x8, dot8_bytes, dot8_bytes_split, dot8_nibbles, dot8_nibbles_split, fma_f32x8, hsum_f32x8, load_f16x8, load_f32x8, load_i8x32,
                    load_i32x8, mul_f32x8, zero_f32x8)
 from .simd512 import (cvt_i32x16, dpbusd512, fma_f32x16, hsum_f32x16, load_f16x8_twice, load_f32x16, load_i8x64,
                       load_i32x16, mul_f32x16, nib_hi64, nib_lo64, zero_f32x16)
@@ -253,6 +253,68 @@ def _nibble_row_1x4(w, xs, ss, es, ms, has_m, qo, so, to, tso, c0, c1, tail, y, 
 
 
 @njit(cache=True)
+def _token2(ya, yb, u, v, sa, sb, x, s, e, cx):
+    """_token for two weight rows (nibbles u, v; scales sa, sb) against one token: its pieces, -offset sum xq
+    and dx loaded once for both. ``dot8_nibbles_split``: the same exact int32 sums as ``dot8_nibbles`` (so the
+    same bits as _token), on 512-bit ``vpdpbusd`` where the CPU has AVX-512 VNNI."""
+    o = cx * V
+    p, n, dx = _pieces(x, cx * 256), load_i32x8(s, o), load_f32x8(e, o)
+    ya = fma_f32x8(cvt_i32x8(dot8_nibbles_split(n, u, p)), mul_f32x8(sa, dx), ya)
+    yb = fma_f32x8(cvt_i32x8(dot8_nibbles_split(n, v, p)), mul_f32x8(sb, dx), yb)
+    return ya, yb
+
+
+@njit(cache=True)
+def _group2(ya, yb, u, v, sa, sb, xs, ss, es, cx):
+    """_group for two weight rows: ya, yb their 4 tokens' accumulators."""
+    a0, b0 = _token2(ya[0], yb[0], u, v, sa, sb, xs[0], ss[0], es[0], cx)
+    a1, b1 = _token2(ya[1], yb[1], u, v, sa, sb, xs[1], ss[1], es[1], cx)
+    a2, b2 = _token2(ya[2], yb[2], u, v, sa, sb, xs[2], ss[2], es[2], cx)
+    a3, b3 = _token2(ya[3], yb[3], u, v, sa, sb, xs[3], ss[3], es[3], cx)
+    return (a0, a1, a2, a3), (b0, b1, b2, b3)
+
+
+@njit(cache=True)
+def _nibble_rows_2x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
+    """_nibble_rows_1x4 two weight rows at a time (an odd last row alone): each activation vector is loaded
+    once for 2 rows, and the 8 integer dot products of a (row, token) pair run in short chains on 512 bits
+    (``dot8_nibbles_split``). Chosen where the CPU has AVX-512 VNNI (kernels.gemm_pairs): 32 zmm registers
+    hold the 2 rows' 16 nibble vectors; on AVX2 (16 registers) they spill and the pairs ran 30-45 % slower.
+    Every (row, token) sees the float operations of _nibble_row_1x4 in the same order: the same bits."""
+    r = lo
+    while r + 1 < hi:
+        _nibble_pair_1x4(w, xs, ss, es, ms, has_m, r * qrow, qrow, r * nb, nb, (r - lo) * 128, (r - lo) * V, c0, c1,
+                         tail, y, t0, r)
+        r += 2
+    if r < hi:
+        _nibble_row_1x4(w, xs, ss, es, ms, has_m, r * qrow, r * nb, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y,
+                        t0, r)
+
+
+@njit(cache=True, inline="always")
+def _nibble_pair_1x4(w, xs, ss, es, ms, has_m, qo, qrow, so, nb, to, tso, c0, c1, tail, y, t0, r):
+    """Rows r and r + 1 of _nibble_rows_2x4 (the second row's bytes qrow, its scales nb, its tail group 128
+    bytes and V scales after the first's)."""
+    qf, df, mf, qtf, dtf, mtf = w
+    ya = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
+    yb = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
+    for c in range(c0, c1):
+        ya, yb = _group2(ya, yb, _nibbles(qf, qo + c * 128), _nibbles(qf, qo + qrow + c * 128),
+                         load_f16x8(df, so + c * V), load_f16x8(df, so + nb + c * V), xs, ss, es, c)
+        if has_m:
+            ya = _minimums(ya, load_f16x8(mf, so + c * V), ms, c)
+            yb = _minimums(yb, load_f16x8(mf, so + nb + c * V), ms, c)
+    if tail:
+        ya, yb = _group2(ya, yb, _nibbles(qtf, to), _nibbles(qtf, to + 128), load_f16x8(dtf, tso),
+                         load_f16x8(dtf, tso + V), xs, ss, es, c1)
+        if has_m:
+            ya = _minimums(ya, load_f16x8(mtf, tso), ms, c1)
+            yb = _minimums(yb, load_f16x8(mtf, tso + V), ms, c1)
+    _store4(y, t0, r, hsum_f32x8(ya[0]), hsum_f32x8(ya[1]), hsum_f32x8(ya[2]), hsum_f32x8(ya[3]))
+    _store4(y, t0, r + 1, hsum_f32x8(yb[0]), hsum_f32x8(yb[1]), hsum_f32x8(yb[2]), hsum_f32x8(yb[3]))
+
+
+@njit(cache=True)
 def _nibble_rows_wide_1x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
     """_nibble_rows_1x4 on 512 bits: two 64-byte loads per group give 4 nibble vectors."""
     for r in range(lo, hi):
@@ -303,9 +365,9 @@ def _tail_groups(qs, d, m, has_m, lo, hi, qt, dt, mt):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, n_groups):
+def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, pairs, n_groups):
     """y (T4, out) = the int8-activation product of prepared rows (``_arrays(a, wide)``: xr, -offset sum xq,
-    dx, dx sum xq) and a nibble-layout weight."""
+    dx, dx sum xq) and a nibble-layout weight; ``pairs``: the 256-bit micro-kernel two rows at a time."""
     out_dim, nb = d.shape
     qrow = qs.shape[1]
     nv = nb // V
@@ -326,6 +388,8 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, n_groups):
                 xs4, ss4, es4, ms4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0), _rows4(ms, t0)
                 if wide:
                     _nibble_rows_wide_1x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
+                elif pairs:
+                    _nibble_rows_2x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
                 else:
                     _nibble_rows_1x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
     return y
@@ -378,8 +442,46 @@ def _q8_0_row_1x4(q, dr, qo, so, xs, ss, es, ng, wide, y, t0, r):
         _store4(y, t0, r, hsum_f32x8(acc[0]), hsum_f32x8(acc[1]), hsum_f32x8(acc[2]), hsum_f32x8(acc[3]))
 
 
+@njit(cache=True)
+def _q8_0_rows_2x4(q, dr, xs, ss, es, ng, y, t0, r0, r1):
+    """_q8_0_rows_1x4 (256 bits) two rows at a time, an odd last row alone, as _nibble_rows_2x4: the same bits."""
+    r = r0
+    while r + 1 < r1:
+        qo, so = (r - r0) * ng * 256, (r - r0) * ng * V
+        ya = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
+        yb = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
+        for c in range(ng):
+            ya, yb = _bytes_group2(ya, yb, _pieces(q, qo + c * 256), _pieces(q, qo + ng * 256 + c * 256),
+                                   load_f16x8(dr, so + c * V), load_f16x8(dr, so + ng * V + c * V), xs, ss, es, c)
+        _store4(y, t0, r, hsum_f32x8(ya[0]), hsum_f32x8(ya[1]), hsum_f32x8(ya[2]), hsum_f32x8(ya[3]))
+        _store4(y, t0, r + 1, hsum_f32x8(yb[0]), hsum_f32x8(yb[1]), hsum_f32x8(yb[2]), hsum_f32x8(yb[3]))
+        r += 2
+    if r < r1:
+        _q8_0_row_1x4(q, dr, (r - r0) * ng * 256, (r - r0) * ng * V, xs, ss, es, ng, False, y, t0, r)
+
+
+@njit(cache=True)
+def _bytes_token2(ya, yb, u, v, sa, sb, x, s, e, cx):
+    """_token2 for Q8_0's unsigned bytes (``dot8_bytes_split``)."""
+    o = cx * V
+    p, n, dx = _pieces(x, cx * 256), load_i32x8(s, o), load_f32x8(e, o)
+    ya = fma_f32x8(cvt_i32x8(dot8_bytes_split(n, u, p)), mul_f32x8(sa, dx), ya)
+    yb = fma_f32x8(cvt_i32x8(dot8_bytes_split(n, v, p)), mul_f32x8(sb, dx), yb)
+    return ya, yb
+
+
+@njit(cache=True)
+def _bytes_group2(ya, yb, u, v, sa, sb, xs, ss, es, cx):
+    """_group2 for Q8_0's unsigned bytes."""
+    a0, b0 = _bytes_token2(ya[0], yb[0], u, v, sa, sb, xs[0], ss[0], es[0], cx)
+    a1, b1 = _bytes_token2(ya[1], yb[1], u, v, sa, sb, xs[1], ss[1], es[1], cx)
+    a2, b2 = _bytes_token2(ya[2], yb[2], u, v, sa, sb, xs[2], ss[2], es[2], cx)
+    a3, b3 = _bytes_token2(ya[3], yb[3], u, v, sa, sb, xs[3], ss[3], es[3], cx)
+    return (a0, a1, a2, a3), (b0, b1, b2, b3)
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, n_groups):
+def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, pairs, n_groups):
     """y (T4, out) for Q8_0 bytes (out, nb*34) and rows prepared with offset 128 (``_arrays(a, wide)``;
     ms unused: Q8_0 has no minimums). The whole row per
     micro-kernel call: a tile's rows are at most 16 x 14336 bytes (L2)."""
@@ -398,5 +500,8 @@ def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, n_groups):
             _repack_q8_0(blocks, r0, r1, wide, qs8, d8)
             for t0 in range(0, t4, TOKENS):
                 xs4, ss4, es4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0)
-                _q8_0_rows_1x4(q8f, d8f, xs4, ss4, es4, ng, wide, y, t0, r0, r1)
+                if pairs and not wide:
+                    _q8_0_rows_2x4(q8f, d8f, xs4, ss4, es4, ng, y, t0, r0, r1)
+                else:
+                    _q8_0_rows_1x4(q8f, d8f, xs4, ss4, es4, ng, wide, y, t0, r0, r1)
     return y

@@ -220,8 +220,8 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     if x.shape[0] > 1 and activations == "int8":  # prefill, integer dot products (gemm.py)
         wide = wide_gemm()
         a = gemm.prepare_rows_int8(x, lay.offset, wide)
-        return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide), out_dim,
-                     x.shape[0])
+        return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide, gemm_pairs()),
+                     out_dim, x.shape[0])
     if x.shape[0] > 1:  # prefill, float: tiles of dequantized rows and BLAS
         _blas_one_thread()
         return _gemm_nibble_tiles(x, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32, ROW_TILE)
@@ -272,6 +272,13 @@ def wide_gemm() -> bool:
     return os.environ.get(WIDE_GEMM) == "1" and has_wide_vnni()
 
 
+def gemm_pairs() -> bool:
+    """Whether the 256-bit prompt GEMM takes weight rows two at a time (gemm.py:_nibble_rows_2x4): where the CPU
+    has AVX-512 VNNI (its 32 registers hold two rows' nibbles; the integer products go on 512 bits). Both give
+    the same bits."""
+    return has_wide_vnni()
+
+
 def _gemm(fn, args, out_dim, t):
     """Run an int8 GEMM (gemm.py): row groups split evenly between the threads. Not handed out one at a
     time as for decode: under a chunk size, Numba 0.68 ran these loops 6-13x slower (measured with 2 and 32
@@ -299,7 +306,8 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     if x.shape[0] > 1 and activations == "int8":
         wide = wide_gemm()
         a = gemm.prepare_rows_int8(x, 128, wide)
-        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide), rows.shape[0], x.shape[0])
+        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs()), rows.shape[0],
+                     x.shape[0])
     if x.shape[0] > 1:
         _blas_one_thread()
         return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)

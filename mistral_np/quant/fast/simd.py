@@ -341,6 +341,17 @@ def emit_dot8_bytes(builder, acc, us, ss, mode: str):
 dot8_bytes = _dot8(emit_dot8_bytes)  # u any unsigned byte
 
 
+def emit_dot8_bytes_split(builder, acc, us, ss, mode: str):
+    """``emit_dot8_bytes`` in ``emit_dot8_nibbles_split``'s shorter chains (zmm where the CPU has AVX-512 VNNI):
+    ``vpdpbusd`` is exact for any unsigned byte, so only the AVX2 lowering needs the split into nibbles."""
+    if mode == "avx2":
+        return emit_dot8_bytes(builder, acc, us, ss, mode)
+    return emit_dot8_nibbles_split(builder, acc, us, ss, mode)
+
+
+dot8_bytes_split = _dot8(emit_dot8_bytes_split, wide_mode)  # u any unsigned byte, shorter chains, zmm if any
+
+
 @intrinsic
 def fma_f32x8(typingctx, a, b, c):
     """a * b + c, fused where the CPU has FMA (one rounding), else multiply then add."""
