@@ -5,7 +5,8 @@ the size of the pool below, and ``OMP_NUM_THREADS`` for libraries that start lat
 
 Float matmuls run on the pool of model/parallel.py (tiles of the output handed out one at a time to ``n``
 Python threads, NumPy's BLAS single-threaded: see there why); ``connect()`` gives that pool this budget and
-sets NumPy's BLAS to one thread before the pool's first product. That setting is process-wide: a program
+sets NumPy's BLAS to one thread before the pool's first product or the first int8 prompt product, whichever
+comes first (the latter never uses the pool, but the attention's NumPy products run beside it). That setting is process-wide: a program
 that wants multi-threaded NumPy products of its own next to mistral_np can raise it again with threadpoolctl
 (mistral_np's matmuls do not depend on it). The BLAS behind Numba's own ``np.dot`` (the quantized prefill
 tiles) is held to one thread by the kernels themselves (quant/fast/kernels.py): each Numba thread runs its

@@ -41,6 +41,26 @@ def test_tiles_are_used_and_blas_is_single_threaded():
         assert parallel._state["pool"] is not None
 
 
+def test_the_int8_prompt_gemm_holds_numpy_blas_to_one_thread_even_when_numpy_came_first():
+    """A process that imported NumPy before mistral_np (OpenBLAS started with its default waiting: each worker
+    spins ~0.1 s after a call) gets NumPy's BLAS on one thread at its first int8 prompt product, which uses no
+    float pool: before this, the attention's products left a spinning OpenBLAS thread on the GEMM's core."""
+    code = ("import numpy as np, mistral_np\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from mistral_np.quant import quantize\n"
+            "def blas(): return [lib['num_threads'] for lib in threadpool_info() if lib['user_api'] == 'blas']\n"
+            "before = blas()\n"
+            "w = quantize(np.ones((64, 256), np.float32), 'Q4_0')\n"
+            "w.matmul(np.ones((8, 256), np.float32), activations='int8')\n"
+            "print(before, blas())\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "2",
+                                                             "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                         check=True)
+    before, after = out.stdout.split("] [")
+    assert "2" in before, out.stdout  # NumPy's BLAS started with 2 threads: the test can tell
+    assert set(after.strip(" []\n").split(", ")) == {"1"}, out.stdout
+
+
 def test_the_pool_takes_the_package_thread_budget():
     import numba
     before = numba.get_num_threads()

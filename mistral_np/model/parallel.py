@@ -59,8 +59,10 @@ def budget() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _start() -> None:
-    """Run before_start once, before the first product: BLAS is single-threaded whatever the budget."""
+def start() -> None:
+    """Run before_start once, before the first product: BLAS is single-threaded whatever the budget. Called by
+    the functions below, and by the quantized prompt GEMM (quant/fast/kernels.py), which never uses this pool
+    but shares the cores with NumPy's BLAS threads (the attention's products)."""
     if not _state["started"]:
         with _lock:
             if not _state["started"] and _state["before_start"] is not None:
@@ -80,7 +82,7 @@ def _pool(n: int) -> ThreadPoolExecutor:
 def run_all(fn, items) -> None:
     """fn(item) for every item, on the pool (each item a separate task, handed out one at a time)."""
     items = list(items)
-    _start()
+    start()
     n = budget()
     if n == 1 or len(items) < 2:
         for it in items:
@@ -93,7 +95,7 @@ def run_all(fn, items) -> None:
 
 def matmul_t(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x @ w.T for 2-D float arrays, the output columns in tiles on the pool.  (T, in), (out, in) -> (T, out)"""
-    _start()
+    start()
     n = budget()
     out_dim = w.shape[0]
     if n == 1 or x.shape[0] * out_dim * w.shape[1] < SMALL or out_dim < 32:

@@ -282,7 +282,14 @@ def gemm_pairs() -> bool:
 def _gemm(fn, args, out_dim, t):
     """Run an int8 GEMM (gemm.py): row groups split evenly between the threads. Not handed out one at a
     time as for decode: under a chunk size, Numba 0.68 ran these loops 6-13x slower (measured with 2 and 32
-    groups alike), so the schedule is static.  -> (t, out)"""
+    groups alike), so the schedule is static.  -> (t, out)
+
+    First, the thread budget's BLAS setting (model/parallel.py:start): NumPy's BLAS on one thread. Where NumPy
+    was imported before mistral_np, OpenBLAS started before threads.py could shorten its waiting, and its
+    worker spun ~0.1 s after each of the attention's products, on a core this GEMM needed (a 7B-width layer's
+    256-token prompt: o_proj 12 -> 24 ms, gate_proj 43 -> 66-72 ms)."""
+    from ...model.parallel import start  # here, not at the top: mistral_np.model imports the quantized tensors
+    start()
     y = fn(*args, _n_groups(out_dim))
     return y[:t] if y.shape[0] != t else y
 
