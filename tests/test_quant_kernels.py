@@ -375,6 +375,26 @@ def test_numpy_twin_quantizes_activations_like_the_decode_kernel():
         np.testing.assert_array_equal(xq[t].sum(axis=1), s1)
 
 
+@pytest.mark.parametrize("blocks", [8, 18, 144])
+def test_prompt_activations_are_the_decode_kernels_bits(blocks):
+    """The GEMM's activation rows (gemm.prepare_rows_int8: its own block loop, rounding 8 lanes at a time) hold
+    decode.prepare_x_int8's bytes and per-block numbers, in the interleaved order: ties, zero blocks, loud ones."""
+    from mistral_np.quant.fast import decode, gemm
+    rng = np.random.default_rng(blocks)
+    x = rng.standard_normal((5, blocks * 32)).astype(np.float32)
+    x[1, :32] = 0.0
+    x[2, 32:64] *= 1e4
+    x[3, 5] = 0.5 * np.abs(x[3, :32]).max() / 127 * 3  # 1.5 steps: rounds away from zero
+    a = gemm.prepare_rows_int8(x, 8, False)
+    full = blocks // 8 * 256
+    for t in range(5):
+        xr, nsxo, dx, dxs = decode.prepare_x_int8(x[t], 8)
+        np.testing.assert_array_equal(a.xr[t, :full], xr[:full])
+        np.testing.assert_array_equal(a.nsxo[t, :blocks], nsxo)
+        np.testing.assert_array_equal(a.dx[t, :blocks], dx)
+        np.testing.assert_array_equal(a.dxs[t, :blocks], dxs)
+
+
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
 def test_int8_prompt_of_512_tokens_on_long_rows(qtype, gemm_width):
     """Long enough for every loop of the GEMM: several 16-group chunks of a row (in = 4608: 18 groups),
