@@ -23,12 +23,17 @@ one fma per token, scaled by d * dx. Two widths of the same kernel:
   The activations are laid out to match: pieces reordered by WIDE_ORDER. Only when asked
   (kernels.py:wide_gemm): on AMD Zen 5 it ran at half the 256-bit kernel's speed.
 
+Where the CPU has AVX-512 VNNI the 256-bit micro-kernel takes **2 weight rows** x 4 tokens
+(``_nibble_rows_2x4``, ``_q8_0_rows_2x4``; kernels.gemm_pairs): a token's activation vectors are loaded
+once for both rows and each 8-pair dot product runs on 512-bit ``vpdpbusd`` in 2 short chains
+(``dot8_nibbles_split``); the same bits as one row at a time, 1.4-1.5x faster on Zen 5's 7B shapes. On AVX2
+(16 registers cannot hold two rows' 16 nibble vectors) it ran 6-11 % slower, so there rows go one at a time.
+
 Rows are split into work items, the same number per thread (static: Numba's dynamic schedule ran
 these loops 6-13x slower); inside an item the row is cut into chunks of GROUPS_PER_CHUNK groups, then
 tokens go 4 at a time past every row of the item, so 4 tokens' chunk (16 KiB) stays in L1 while the
-item's weights stay in L2. Variants measured (docs/quantization.md, "int8 activations"): 2 rows x 4
-tokens (10 % faster with VNNI on 14336-long rows, 30-45 % slower on AVX2 whose 16 registers cannot hold
-16 nibble vectors), 1 row x 8 tokens (no faster), accumulators starting at -offset sum xq instead of a
+item's weights stay in L2. Variants measured (docs/quantization.md, "int8 activations"): 1 row x 8
+tokens (no faster), accumulators starting at -offset sum xq instead of a
 subtraction per group (10 % faster, kept), one call per chunk and 4 tokens over all the item's rows, on
 flat arrays and offsets, instead of a call per row on row views (+35 % on 4096-wide rows, 1 thread; +55 %
 with 2 threads, whose atomic reference counts on the shared weight's views bounced between the cores).
