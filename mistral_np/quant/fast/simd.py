@@ -204,6 +204,7 @@ def _unary(argty, retty, op):
 add_i32x8 = _binary(I32x8, lambda b, x, y: b.add(x, y))
 sub_i32x8 = _binary(I32x8, lambda b, x, y: b.sub(x, y))
 mul_f32x8 = _binary(F32x8, lambda b, x, y: b.fmul(x, y))
+add_f32x8 = _binary(F32x8, lambda b, x, y: b.fadd(x, y))
 nib_lo = _unary(I8x32, I8x32, lambda b, v: b.and_(v, _splat(_V32I8, 15)))  # low nibbles, 0..15
 nib_hi = _unary(I8x32, I8x32, lambda b, v: b.lshr(v, _splat(_V32I8, 4)))  # high nibbles, 0..15
 # |v| as unsigned bytes (-128 -> 128)
