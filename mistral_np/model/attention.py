@@ -11,8 +11,11 @@ labelled with its absolute position; masks.py decides visibility from positions 
 serves a full prefill, a chunk of a prefill over a cache, and decoding one token.
 
 For calls of more than ``QUERY_BLOCK`` tokens the same computation runs block by block over the queries
-(gqa_blocked.py, the tested twin), so the score matrix never holds T x S entries at once; only the
-plain path here records the probabilities in a trace. Matches HF ``MistralAttention`` (eager/SDPA).
+(gqa_blocked.py, the tested twin), so the score matrix never holds T x S entries at once; so does any call of
+``PARALLEL_QUERIES`` tokens or more that no trace asks probabilities of, because the twin runs its blocks and
+KV heads on the thread pool (a 256-token prompt's attention on one thread was 17 % of a 142M embedder's
+time). Only the plain path here records the probabilities in a trace. Matches HF ``MistralAttention``
+(eager/SDPA).
 
 Checked against transformers' ``MistralAttention`` in tests/test_model.py (q, k, v, q_rope, k_rope,
 attn_probs and attn_output of every layer, on sequences at least 3W long); tests/test_kv_cache.py runs
@@ -28,6 +31,8 @@ from .gqa_blocked import QUERY_BLOCK, grouped_query_attention_blocked
 from .ops import linear
 from .rope import apply_rope
 
+PARALLEL_QUERIES = 32  # from this many queries, untraced calls take the blocked twin, on the thread pool
+
 
 def attention(x, layer, cfg, pos, cache, trace):
     """x (T, D) normalized hidden states -> (T, D) attention output (after o_proj)."""
@@ -42,7 +47,7 @@ def attention(x, layer, cfg, pos, cache, trace):
     trace.record("k_rope", k)
     trace.record("v", v)
     k_all, v_all, k_pos = cache.update(k, v, pos.index)                     # (S, K, Dh) x2, (S,)
-    if T <= QUERY_BLOCK:
+    if T < PARALLEL_QUERIES or (T <= QUERY_BLOCK and trace.wants_probs(T, len(k_pos))):
         probs = attention_probs(q, k_all, pos.index, k_pos, cfg.sliding_window)   # (H, T, S)
         if trace.wants_probs(T, len(k_pos)):
             trace.record("attn_probs", probs)
