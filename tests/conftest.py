@@ -8,6 +8,8 @@ Tolerances (docs/conventions.md, "Tolerances, and why", has the derivation):
 * float32 against a float32 reference that may come from another library or another CPU: per tensor,
   ``f32_bound(ref, truth)`` = F32_K x (max |ref - truth| + eps32 x max |truth|), where ``truth`` is the float64
   computation of the same tensor: a multiple of the reference's own measured distance from the truth.
+  Along a trace (``first_divergence``) that distance is taken at the layer's error level: the largest relative
+  distance of the tensor, the tensors before it in its layer and the layer's input.
 """
 
 import os
@@ -56,14 +58,41 @@ def assert_close(name, ours, ref, rel=None, atol=None):
                              f"worst: {pairs}")
 
 
+def _layer(key: str) -> str:
+    """The traced tensor's layer ("layers.3.q" -> "layers.3"); other names stand alone ("logits")."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "layers" and len(parts) > 2 else key
+
+
 def first_divergence(ours: dict, ref: dict, rel=None, atol=None, truth: dict | None = None):
     """Check every traced intermediate in forward order; the message names the first that diverges.
 
-    With ``truth`` (the float64 trace of the same model), each float32 tensor gets its ``f32_bound``."""
+    With ``truth`` (the float64 trace of the same model), each float32 tensor gets the bound of ``f32_bound``
+    with the reference's distance taken at its layer's error level: the largest relative distance
+    max|ref - truth| / max|truth| of this tensor, the tensors before it in its layer and the layer's input (the
+    previous tensor). The maximum of one tensor's error can be a lucky draw when a few outlier values set it
+    (SmolLM2's layer-10 MLP output: transformers 1.5 eps32 of the scale there, 2-18 eps32 at the tensors before
+    it in the layer; mistral_np 14 eps32 on an AMD Zen 4); docs/conventions.md has the measurement."""
+    level, layer, prev = 0.0, None, 0.0
     for key in ref:
         assert key in ours, f"trace lacks {key}"
-        bound = f32_bound(ref[key], truth[key]) if truth is not None else atol
+        bound = atol
+        if truth is not None:
+            r = _relative_distance(ref[key], truth[key])
+            if _layer(key) != layer:
+                layer, level = _layer(key), prev
+            level, prev = max(level, r), r
+            scale = float(np.max(np.abs(np.asarray(truth[key], dtype=np.float64)))) if np.size(truth[key]) else 0.0
+            bound = F32_K * (level + F32_EPS) * scale
         assert_close(key, ours[key], ref[key], rel=None if bound is not None else rel, atol=bound)
+
+
+def _relative_distance(ref, truth) -> float:
+    """max |ref - truth| / max |truth| (0 for an empty or all-zero tensor)."""
+    ref, truth = np.asarray(ref, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    assert ref.shape == truth.shape, (ref.shape, truth.shape)
+    scale = float(np.max(np.abs(truth))) if truth.size else 0.0
+    return float(np.max(np.abs(ref - truth))) / scale if scale > 0 else 0.0
 
 
 def load_parts(path, dtype=np.float32):

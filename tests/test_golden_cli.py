@@ -134,10 +134,11 @@ def test_fp16_act_passes_at_float16_and_fails_at_float32_as_the_budget_says(pack
     status, out, rep = report_json(capsys, tmp_path, packs["f64"], packs["fp16"], "--precision", "float16")
     assert status == 0 and rep["ok"] and rep["precision"] == "float16", out
     assert "variants: pack None, candidate fp16-act" in rep["notes"]
+    levels = {name: _levels(man["error_budget"][name], tensors(packs["f64"], name), "float16")
+              for name in {r["prompt"] for r in rep["results"]}}
     for r in rep["results"]:
         truth = tensors(packs["f64"], r["prompt"])[r["name"]]          # a float64 pack is the truth: e_pack = 0
-        e16 = man["error_budget"][r["prompt"]][r["name"]]["float16"]
-        expected = K * (e16 + 0.0 + EPS["float16"] * float(np.max(np.abs(truth))))
+        expected = K * (levels[r["prompt"]][r["name"]] + EPS["float16"]) * float(np.max(np.abs(truth)))
         assert r["tolerance"] == pytest.approx(expected, rel=1e-12), r["name"]
         assert r["tolerance"] == man["tolerance"][r["prompt"]][r["name"]]["float16"]
         assert r["max_abs"] <= r["tolerance"]
@@ -151,6 +152,23 @@ def test_fp16_act_passes_at_float16_and_fails_at_float32_as_the_budget_says(pack
         assert "FIRST DIVERGENCE: embeddings (prompt p000)" in out
     status, out, _ = _main(capsys, "compare", packs["f64"], packs["fp16"])                # default: its dtype
     assert status == 1 and "(precision float64)" in out
+
+
+def _levels(budget: dict, truth: dict, precision: str) -> dict:
+    """Each tensor's error level (docs/golden-format.md): the largest relative distance e / max|truth| of the
+    tensor, those before it in its layer ("layers.N") and the tensor before the layer; in the manifest's order."""
+    out, layer, level, prev = {}, None, 0.0, 0.0
+    for name, e in budget.items():
+        if precision not in e:
+            continue
+        scale = float(np.max(np.abs(truth[name])))
+        r = e[precision] / scale if scale > 0 else 0.0
+        this = ".".join(name.split(".")[:2]) if name.startswith("layers.") else name
+        if this != layer:
+            layer, level = this, prev
+        level, prev = max(level, r), r
+        out[name] = level
+    return out
 
 
 # --- 3. compare's flags -------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def test_weights_equal_transformers_dequantized(smollm2, hf_model):
 
 def test_logits_equal_transformers_at_every_layer(smollm2, hf_model, prompt_ids):
     """float32 within the derived per-tensor bound: transformers' own float32-vs-float64 distance (its float64
-    run with the float32 casts removed is the truth), times 4 (conftest.f32_bound)."""
+    run with the float32 casts removed is the truth) at the layer's error level, times 4
+    (conftest.first_divergence: this model's outlier channels made one tensor's own distance a lucky draw)."""
     cfg, params, _ = smollm2[1]
     ref = hf_trace(hf_model, prompt_ids)
     truth = hf_trace(hf_model.to(torch.float64), prompt_ids, exact=True)

@@ -14,10 +14,13 @@ The tolerance a candidate should meet, per prompt, tensor and precision, comes f
 "float16" activations, "q8_0" and "q4_0" weights; rotary angles in float32, as most backends compute them,
 runs.py) and its distance e from the float64 truth is measured;
 
-    tolerance_p(tensor) = 4 * (e_p(tensor) + e_pack(tensor) + eps_p * max |truth(tensor)|)
+    tolerance_p(tensor) = 4 * (level_p(tensor) + eps_p) * max |truth(tensor)|
+    level_p(tensor) = max over the tensor, the tensors before it in its layer and the layer's input of
+                      (e_p + e_pack) / max |truth|
 
 where e_pack is the pack's own distance from the truth (0 for a float64 pack) and eps_p the machine epsilon
-of precision p (float32's for the quantized ones). The float64 truth is this model run in float64.
+of precision p (float32's for the quantized ones). The float64 truth is this model run in float64. The level
+is a layer's, not one tensor's, because one tensor's maximum error can be a lucky draw (``_layer_level``).
 
 tests/test_golden.py checks that a transformers candidate (tools/hf_golden.py) passes within the measured budget
 against float32 and float64 dumps, that a float32 dump passes against the float64 one, that dumps in two
@@ -249,6 +252,7 @@ def _budget(model, embedder, prompts, n_prompts, tensors, dtype, variant, budget
     tolerance, report = {}, {}
     for i, p in enumerate(prompts):
         tolerance[p.name], report[p.name] = {}, {}
+        levels = {}                                            # precision -> (layer, level, previous tensor's)
         for name in p.tensors:
             if name in ("decode.tokens", "decode.topk_ids"):
                 continue
@@ -261,13 +265,31 @@ def _budget(model, embedder, prompts, n_prompts, tensors, dtype, variant, budget
                     continue
                 e = _distance(results[i][name], truth)
                 report[p.name][name][precision] = e
-                tolerance[p.name][name][precision] = K * (e + e_pack + EPS[precision] * scale)
+                level = _layer_level(levels, precision, name, (e + e_pack) / scale if scale > 0 else 0.0)
+                tolerance[p.name][name][precision] = K * (level + EPS[precision]) * scale
             if "float32" in report[p.name][name]:
                 # a float64 candidate: the same rounding process with float64's unit, so its distance from the
                 # truth scales like float32's by eps64 / eps32
-                e64 = report[p.name][name]["float32"] * EPS["float64"] / EPS["float32"]
+                e64 = levels["float32"][1] * scale * EPS["float64"] / EPS["float32"]
                 tolerance[p.name][name]["float64"] = K * (e64 + e_pack + EPS["float64"] * scale)
     return tolerance, report
+
+
+def _layer_level(levels: dict, precision: str, name: str, relative: float) -> float:
+    """The error level a tensor's tolerance is taken at: the largest relative distance from the truth
+    (max |run - truth| / max |truth|) of this tensor, the tensors before it in its layer and the layer's input
+    (the tensor before). One tensor's maximum can be a lucky draw when a few outlier values set it (SmolLM2's
+    layer-10 MLP output: transformers 1.5 eps32 of its scale, 2-18 eps32 at the tensors before it in the layer;
+    another float32 run 14 eps32), which a bound of 4 x that one maximum would hold against every other
+    backend. ``levels[precision]`` carries (layer, level, previous relative distance) along the trace."""
+    parts = name.split(".")
+    layer = ".".join(parts[:2]) if parts[0] == "layers" and len(parts) > 2 else name
+    current, level, previous = levels.get(precision, (None, 0.0, 0.0))
+    if layer != current:
+        current, level = layer, previous
+    level = max(level, relative)
+    levels[precision] = (current, level, relative)
+    return level
 
 
 def _reload(model, embedder, dtype):
