@@ -83,7 +83,7 @@ def first_divergence(ours: dict, ref: dict, rel=None, atol=None, truth: dict | N
                 layer, level = _layer(key), prev
             level, prev = max(level, r), r
             scale = float(np.max(np.abs(np.asarray(truth[key], dtype=np.float64)))) if np.size(truth[key]) else 0.0
-            bound = F32_K * (level + F32_EPS) * scale
+            bound = F32_K * (level + F32_EPS) * scale if scale > 0 else f32_bound(ref[key], truth[key])
         assert_close(key, ours[key], ref[key], rel=None if bound is not None else rel, atol=bound)
 
 

@@ -266,7 +266,9 @@ def _budget(model, embedder, prompts, n_prompts, tensors, dtype, variant, budget
                 e = _distance(results[i][name], truth)
                 report[p.name][name][precision] = e
                 level = _layer_level(levels, precision, name, (e + e_pack) / scale if scale > 0 else 0.0)
-                tolerance[p.name][name][precision] = K * (level + EPS[precision]) * scale
+                # (an all-zero truth has no scale to carry a level: its own distance, as measured)
+                tol = K * (level + EPS[precision]) * scale if scale > 0 else K * (e + e_pack)
+                tolerance[p.name][name][precision] = tol
             if "float32" in report[p.name][name]:
                 # a float64 candidate: the same rounding process with float64's unit, so its distance from the
                 # truth scales like float32's by eps64 / eps32
