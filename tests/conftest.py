@@ -78,21 +78,23 @@ def first_divergence(ours: dict, ref: dict, rel=None, atol=None, truth: dict | N
         assert key in ours, f"trace lacks {key}"
         bound = atol
         if truth is not None:
-            r = _relative_distance(ref[key], truth[key])
+            distance, scale = _distance_and_scale(ref[key], truth[key])
+            r = distance / scale if scale > 0 else 0.0
             if _layer(key) != layer:
                 layer, level = _layer(key), prev
             level, prev = max(level, r), r
-            scale = float(np.max(np.abs(np.asarray(truth[key], dtype=np.float64)))) if np.size(truth[key]) else 0.0
-            bound = F32_K * (level + F32_EPS) * scale if scale > 0 else f32_bound(ref[key], truth[key])
+            # (an all-zero truth has no scale to carry a level: f32_bound's own distance)
+            bound = F32_K * (level + F32_EPS) * scale if scale > 0 else F32_K * distance
         assert_close(key, ours[key], ref[key], rel=None if bound is not None else rel, atol=bound)
 
 
-def _relative_distance(ref, truth) -> float:
-    """max |ref - truth| / max |truth| (0 for an empty or all-zero tensor)."""
+def _distance_and_scale(ref, truth) -> tuple[float, float]:
+    """(max |ref - truth|, max |truth|), 0 for empty tensors."""
     ref, truth = np.asarray(ref, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     assert ref.shape == truth.shape, (ref.shape, truth.shape)
-    scale = float(np.max(np.abs(truth))) if truth.size else 0.0
-    return float(np.max(np.abs(ref - truth))) / scale if scale > 0 else 0.0
+    if not ref.size:
+        return 0.0, 0.0
+    return float(np.max(np.abs(ref - truth))), float(np.max(np.abs(truth)))
 
 
 def load_parts(path, dtype=np.float32):

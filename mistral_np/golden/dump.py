@@ -259,20 +259,20 @@ def _budget(model, embedder, prompts, n_prompts, tensors, dtype, variant, budget
             truth = truths[i][name]
             scale = float(np.max(np.abs(truth))) if np.size(truth) else 0.0
             e_pack = _distance(tensors[i][name], truth)
-            tolerance[p.name][name], report[p.name][name] = {}, {}
+            tolerance[p.name][name], report[p.name][name], level = {}, {}, {}
             for precision, results in runs.items():
                 if name not in results[i]:
                     continue
                 e = _distance(results[i][name], truth)
                 report[p.name][name][precision] = e
-                level = _layer_level(levels, precision, name, (e + e_pack) / scale if scale > 0 else 0.0)
+                level[precision] = _layer_level(levels, precision, name, (e + e_pack) / scale if scale > 0 else 0.0)
                 # (an all-zero truth has no scale to carry a level: its own distance, as measured)
-                tol = K * (level + EPS[precision]) * scale if scale > 0 else K * (e + e_pack)
+                tol = K * (level[precision] + EPS[precision]) * scale if scale > 0 else K * (e + e_pack)
                 tolerance[p.name][name][precision] = tol
-            if "float32" in report[p.name][name]:
+            if "float32" in level:
                 # a float64 candidate: the same rounding process with float64's unit, so its distance from the
                 # truth scales like float32's by eps64 / eps32
-                e64 = levels["float32"][1] * scale * EPS["float64"] / EPS["float32"]
+                e64 = level["float32"] * scale * EPS["float64"] / EPS["float32"]
                 tolerance[p.name][name]["float64"] = K * (e64 + e_pack + EPS["float64"] * scale)
     return tolerance, report
 
