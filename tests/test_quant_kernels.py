@@ -322,13 +322,33 @@ def test_the_wide_gemm_is_chosen_only_when_asked(monkeypatch):
     assert kernels.wide_gemm() is True
 
 
-@pytest.fixture(params=["256-bit", "256-bit pairs", "512-bit"])
+def test_the_lanes_gemm_is_chosen_with_avx512_vnni_unless_refused(monkeypatch):
+    monkeypatch.delenv(kernels.LANES_GEMM, raising=False)
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: False)
+    assert kernels.gemm_lanes() is False
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: True)
+    assert kernels.gemm_lanes() is True
+    monkeypatch.setenv(kernels.LANES_GEMM, "0")
+    assert kernels.gemm_lanes() is False
+
+
+GEMM_KINDS = ["256-bit", "256-bit pairs", "512-bit", "rows as lanes"]
+
+
+def use_gemm(monkeypatch, kind):
+    """Make the prompt GEMM ``kind``, whatever this CPU would choose."""
+    monkeypatch.setattr(kernels, "wide_gemm", lambda: kind == "512-bit")
+    monkeypatch.setattr(kernels, "gemm_pairs", lambda: kind == "256-bit pairs")
+    monkeypatch.setattr(kernels, "gemm_lanes", lambda: kind == "rows as lanes")
+
+
+@pytest.fixture(params=GEMM_KINDS)
 def gemm_width(request, monkeypatch):
-    """Run the prompt GEMM at both widths, and the 256-bit one a row and two rows at a time, on every CPU: the
-    512-bit kernel compiles to plain exact IR where the CPU lacks AVX-512 VNNI (slow, never chosen there, but the
-    same numbers), the pairs to the AVX2 products where it lacks VNNI (not chosen there either)."""
-    monkeypatch.setattr(kernels, "wide_gemm", lambda: request.param == "512-bit")
-    monkeypatch.setattr(kernels, "gemm_pairs", lambda: request.param == "256-bit pairs")
+    """Run every prompt GEMM on every CPU: the 256-bit one a row and two rows at a time, the 512-bit one and the
+    rows-as-lanes one (gemm_lanes.py). Where the CPU lacks AVX-512 VNNI the 512-bit kernels compile to plain
+    exact IR (slow, never chosen there, but the same numbers), the pairs to the AVX2 products (not chosen there
+    either)."""
+    use_gemm(monkeypatch, request.param)
     return request.param
 
 
@@ -341,9 +361,24 @@ def test_gemm_pairs_give_the_bits_of_one_row_at_a_time(qtype, rows, blocks, t, m
     tensor = from_packed(qtype, packed, w.shape)
     out = {}
     for pairs in (False, True):
-        monkeypatch.setattr(kernels, "gemm_pairs", lambda pairs=pairs: pairs)
+        use_gemm(monkeypatch, "256-bit pairs" if pairs else "256-bit")
         out[pairs] = tensor.matmul(x, activations="int8")
     np.testing.assert_array_equal(out[True], out[False])
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("kind", GEMM_KINDS)
+def test_a_prompt_tokens_result_does_not_depend_on_the_others(qtype, kind, monkeypatch):
+    """Each token's row has the same bits whatever the prompt around it: alone (padded to 4), among 13 tokens
+    (8 + 4 + 1 in the lanes kernel), at any position. Chunked prefill and a server's prefix reuse rely on it.
+    Rows: 2 whole 16-row tiles and a partial one; blocks: 2 chunks of the lanes kernel and a tail."""
+    w, x, packed = case(qtype, 40, 139, 13, 5)
+    use_gemm(monkeypatch, kind)
+    tensor = from_packed(qtype, packed, w.shape)
+    whole = tensor.matmul(x, activations="int8")
+    for t in (0, 5, 8, 11):
+        np.testing.assert_array_equal(tensor.matmul(x[t:t + 2], activations="int8")[0], whole[t])
+    np.testing.assert_array_equal(tensor.matmul(x[3:12], activations="int8"), whole[3:12])
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

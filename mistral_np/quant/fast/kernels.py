@@ -45,6 +45,7 @@ from ..q4_0 import BLOCK_BYTES as Q4_0_BYTES
 from ..q4_1 import BLOCK_BYTES as Q4_1_BYTES
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from . import decode, gemm
+from . import gemm_lanes as gemm_lanes_kernels
 from .layout import V, NibbleLayout, repack
 from .simd512 import has_wide_vnni
 
@@ -220,6 +221,9 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     if x.shape[0] > 1 and activations == "int8":  # prefill, integer dot products (gemm.py)
         wide = wide_gemm()
         a = gemm.prepare_rows_int8(x, lay.offset, wide)
+        if gemm_lanes() and not wide:  # rows as lanes (gemm_lanes.py)
+            return _gemm(gemm_lanes_kernels.gemm_nibbles_int8, (*gemm._arrays(a, False), lay.qs, lay.d, m, has_m,
+                                                               F16_TO_F32), out_dim, x.shape[0])
         return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide, gemm_pairs()),
                      out_dim, x.shape[0])
     if x.shape[0] > 1:  # prefill, float: tiles of dequantized rows and BLAS
@@ -279,6 +283,16 @@ def gemm_pairs() -> bool:
     return has_wide_vnni()
 
 
+LANES_GEMM = "MISTRAL_NP_LANES_GEMM"  # =0: gemm.py's kernels even where the CPU has AVX-512 VNNI
+
+
+def gemm_lanes() -> bool:
+    """Whether prompts use gemm_lanes.py (16 weight rows as the lanes of a 512-bit vector, the activations
+    broadcast): where the CPU has AVX-512 VNNI, unless LANES_GEMM=0. It sums blocks in another float order
+    than gemm.py's kernels (same bound), so the choice is fixed for a process."""
+    return os.environ.get(LANES_GEMM) != "0" and has_wide_vnni()
+
+
 def _gemm(fn, args, out_dim, t):
     """Run an int8 GEMM (gemm.py): row groups split evenly between the threads. Not handed out one at a
     time as for decode: under a chunk size, Numba 0.68 ran these loops 6-13x slower (measured with 2 and 32
@@ -313,6 +327,9 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     if x.shape[0] > 1 and activations == "int8":
         wide = wide_gemm()
         a = gemm.prepare_rows_int8(x, 128, wide)
+        if gemm_lanes() and not wide:
+            return _gemm(gemm_lanes_kernels.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, F16_TO_F32), rows.shape[0],
+                         x.shape[0])
         return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs()), rows.shape[0],
                      x.shape[0])
     if x.shape[0] > 1:

@@ -156,3 +156,126 @@ def hsum_f32x16(typingctx, v):
         return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
 
     return types.float32(v), codegen
+
+
+# ---------------------------------------------------------------- rows as lanes (gemm_lanes.py)
+
+
+@intrinsic
+def bcast_i8x64(typingctx, arr, off):
+    """The 4 bytes at arr[off:off + 4] (int8 or uint8) in each of the 16 int32 lanes: LLVM folds this into the
+    next ``vpdpbusd``'s memory operand as an embedded broadcast ({1to16})."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 8
+            and isinstance(off, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from .simd import _data_ptr
+        i32 = ir.IntType(32)
+        word = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], i32), align=1)
+        one = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(i32, 0))
+        return builder.bitcast(_shuffle(builder, one, one, [0] * 16), _V64I8)
+
+    return I8x64(arr, off), codegen
+
+
+def _splatter(vty, scalar):
+    @intrinsic
+    def splat(typingctx, x):
+        if not isinstance(x, (types.Integer, types.Float)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[0], sig.args[0], scalar)
+            one = builder.insert_element(ir.Constant(vty.llvm_type(), None), v, ir.Constant(ir.IntType(32), 0))
+            return _shuffle(builder, one, one, [0] * vty.count)
+
+        return vty(x), codegen
+    return splat
+
+
+splat_i32x16 = _splatter(I32x16, types.int32)
+splat_f32x16 = _splatter(F32x16, types.float32)
+
+
+@intrinsic
+def store_f32x16(typingctx, arr, off, v):
+    """arr[off:off + 16] = v, for a contiguous 1-D float32 array (unchecked, like the loads)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.float32
+            and isinstance(off, types.Integer) and v == F32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from .simd import _data_ptr
+        builder.store(args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _V16F), align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, off, v), codegen
+
+
+def _transpose16(builder, rows):
+    """16 vectors of 16 int32 (row r, lane c) -> 16 vectors (column c, lane r): 4 rounds of 16 two-source
+    shuffles, each round swapping the off-diagonal blocks of width h = 8, 4, 2, 1."""
+    v = list(rows)
+    for h in (8, 4, 2, 1):
+        lo = [l if l & h == 0 else 16 + l - h for l in range(16)]
+        hi = [l + h if l & h == 0 else 16 + l for l in range(16)]
+        for r in range(16):
+            if r & h == 0:
+                v[r], v[r + h] = _shuffle(builder, v[r], v[r + h], lo), _shuffle(builder, v[r], v[r + h], hi)
+    return v
+
+
+@intrinsic
+def tile_group16(typingctx, src, src_off, stride, dst, dst_off):
+    """One group of 8 blocks of 16 decode-layout rows (word g*8 + b of row i at src[src_off + i*stride + 8g + b])
+    -> dst[dst_off + b*64 + g*16 + i] (gemm_lanes.py's tile): the 16 x 32 words transposed in registers."""
+    u32 = types.Array(types.uint32, 1, "C")
+    if not (src == u32 and dst == u32 and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from .simd import _data_ptr
+        s, so, st, d, do = args
+        i64 = ir.IntType(64)
+        so, st = context.cast(builder, so, sig.args[1], types.intp), context.cast(builder, st, sig.args[2], types.intp)
+        do = context.cast(builder, do, sig.args[4], types.intp)
+        halves = [[], []]
+        for i in range(16):
+            base = builder.add(so, builder.mul(st, ir.Constant(i64, i)))
+            for k in range(2):
+                off = builder.add(base, ir.Constant(i64, 16 * k))
+                ptr = _data_ptr(context, builder, sig.args[0], s, off, types.intp, _V16I32)
+                halves[k].append(builder.load(ptr, align=4))
+        for k in range(2):
+            cols = _transpose16(builder, halves[k])
+            for c in range(16):
+                word = 16 * k + c  # = 8 g + b
+                g, b = word // 8, word % 8
+                off = builder.add(do, ir.Constant(i64, b * 64 + g * 16))
+                builder.store(cols[c], _data_ptr(context, builder, sig.args[3], d, off, types.intp, _V16I32), align=4)
+        return context.get_dummy_value()
+
+    return types.none(src, src_off, stride, dst, dst_off), codegen
+
+
+def _bcaster(ret, elem):
+    @intrinsic
+    def bcast(typingctx, arr, off):
+        """arr[off] in all 16 lanes (int32 or float32 array; unchecked, no wraparound, like the loads)."""
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 32
+                and isinstance(off, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            from .simd import _data_ptr
+            x = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem), align=4)
+            one = builder.insert_element(ir.Constant(ret.llvm_type(), None), x, ir.Constant(ir.IntType(32), 0))
+            return _shuffle(builder, one, one, [0] * 16)
+
+        return ret(arr, off), codegen
+    return bcast
+
+
+bcast_i32x16 = _bcaster(I32x16, ir.IntType(32))  # an int32 array's element in every lane
+bcast_f32x16 = _bcaster(F32x16, ir.FloatType())  # a float32 array's element in every lane

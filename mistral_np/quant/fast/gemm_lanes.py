@@ -1,0 +1,290 @@
+"""Prompts with int8 activations, rows as lanes: the AVX-512 VNNI micro-kernel.
+
+gemm.py's micro-kernels keep the decode layout's picture, a lane per *block* of one weight row: every
+``vpdpbusd`` needs its own activation vector, and the 8 block lanes of a (row, token) pair meet in a
+horizontal sum at the end. Here a 512-bit vector holds **16 weight rows** side by side, 4 bytes of one
+block each, and the token's 4 matching activation bytes are *broadcast* to all 16 lanes (an embedded
+``{1to16}`` memory operand of the ``vpdpbusd``: no separate load). One block of 16 rows is 4 such vectors
+of nibble bytes, 8 after splitting the low and high nibbles; for each token they make 8 ``vpdpbusd`` into
+one accumulator whose lane i is row i's exact integer block sum:
+
+    tile (per 16 rows, per block b):   word g of block b of row i  ->  wt[b, g, i]   (g = 0..3: bytes 4g..4g+3)
+    lane i of  vpdpbusd(acc, lo(wt[b, g]), bcast(xq[t, b, 4g:4g+4]))        elements 4g..4g+3 of row i
+               vpdpbusd(acc, hi(wt[b, g]), bcast(xq[t, b, 16+4g:20+4g]))     elements 16+4g..19+4g
+    acc starts at -offset * sum xq[t, b]   (Q4_0: 8, Q8_0: 128; Q4_1: 0)
+    y[t, rows] = fma(float(acc), d[rows, b] * dx[t, b], y[t, rows])      [+ m[rows, b] * dx sum xq]
+
+Lanes are rows, so y[t, r0:r0 + 16] is stored as it is: no horizontal sums, no tail group (a row of
+18 blocks is 18 steps), and each (row, token) sums its blocks in order 0..nb-1, the same float operations
+whatever T, the thread count or the chunking (a chunk continues from the stored partial sum). The result
+differs from gemm.py's in the float32 order of the sum over blocks only, within the same bound
+(quant/activations.py:int8_sum_bound; tests/test_quant_kernels.py runs every GEMM test on both).
+
+This is the layout of llama.cpp's repacked prompt kernels (ggml-cpu repack.cpp, ``block_q4_0x8``: blocks of
+8 rows interleaved); we keep the decode layout in memory (the file's size, once) and build the 16-row
+tile per chunk of blocks on the fly, in a small buffer of the work item: 4-byte words moved from the
+decode layout (Q4_0/Q4_1) or from ggml's 34-byte Q8_0 blocks (as q + 128, unsigned).
+
+The activations are gemm.py's (``prepare_rows_int8``, 256-bit order): the 4 bytes of block b facing word
+g's low nibbles sit at c*256 + 64 g + 4 (b mod 8), c = b // 8, the high ones 32 bytes further.
+
+Chosen where the CPU has AVX-512 VNNI (kernels.py:gemm_lanes); elsewhere it compiles to plain exact IR
+(the tests run it on every CPU).
+
+next: kernels.py (entry points).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
+from .layout import V
+from .simd512 import (bcast_i8x64, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16, load_i8x64, mul_f32x16, nib_hi64,
+                      nib_lo64, bcast_f32x16, bcast_i32x16, store_f32x16, tile_group16, zero_f32x16)
+
+LANES = 16  # weight rows per tile: one int32 lane each
+TOKENS = 4  # tokens per micro-kernel call (4 accumulator pairs)
+EIGHT = True
+CHUNK_BLOCKS = 128
+
+
+# ---------------------------------------------------------------- tiles
+
+
+@njit(cache=True)
+def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
+    """Rows r0..r1 (at most 16), blocks b0..b1 of a decode-layout weight (qs32: its bytes as uint32 words,
+    flat, rows of ``row_words``) -> the tile: wt32[(b - b0) * 64 + g * 16 + i] = word g of block b of row
+    r0 + i; dt, mt the float32 scales and minimums, 16 per block. Whole groups of 16 rows are transposed
+    in registers (simd512.py:tile_group16); the tail blocks and a partial tile word by word, with zeros
+    for the missing rows (their lanes are computed and dropped)."""
+    n = r1 - r0
+    nb = d.shape[1]
+    row_words = nb * 4
+    if n < LANES:
+        wt32[:] = 0
+        dt[:] = 0
+        mt[:] = 0
+    for b in range(b0, b1):
+        if n == LANES and b < nv8:  # b0 is a multiple of 8: the chunk holds the group whole
+            if b % V == 0:
+                tile_group16(qs32, r0 * row_words + (b // V) * 32, row_words, wt32, (b - b0) * 64)
+        else:
+            if b < nv8:
+                src, step = (b // V) * 32 + b % V, 8  # group c: word c*32 + g*8 + b mod 8 (layout.py)
+            else:
+                src, step = nv8 * 4 + (b - nv8) * 4, 1  # the tail keeps ggml's order
+            o = (b - b0) * 64
+            for i in range(n):
+                w = (r0 + i) * row_words + src
+                wt32[o + i] = qs32[w]
+                wt32[o + 16 + i] = qs32[w + step]
+                wt32[o + 32 + i] = qs32[w + 2 * step]
+                wt32[o + 48 + i] = qs32[w + 3 * step]
+        so = (b - b0) * LANES
+        for i in range(n):
+            dt[so + i] = lut[d[r0 + i, b]]
+            if has_m:
+                mt[so + i] = lut[m[r0 + i, b]]
+
+
+@njit(cache=True)
+def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt):
+    """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes -> wt[(b - b0) * 512 + j * 64 + 4 i + k] = q + 128 of
+    element 4 j + k of block b of row r0 + i (unsigned bytes), dt the float32 scales."""
+    n = r1 - r0
+    if n < LANES:
+        wt[:] = 0
+        dt[:] = 0
+    for b in range(b0, b1):
+        o = (b - b0) * 512
+        for i in range(n):
+            row = blocks[r0 + i]
+            src = b * Q8_0_BYTES
+            dt[(b - b0) * LANES + i] = lut[np.uint16(row[src]) | (np.uint16(row[src + 1]) << 8)]
+            for j in range(8):
+                for k in range(4):
+                    wt[o + j * 64 + 4 * i + k] = row[src + 2 + 4 * j + k] ^ np.uint8(0x80)
+
+
+# ---------------------------------------------------------------- one block, 16 rows, 4 tokens
+
+
+@njit(cache=True)
+def _dot8(acc, u, xf, xo):
+    """acc + the 8 vpdpbusd of one block: u the 8 weight vectors (lo0, hi0, lo1, hi1, ...), the activation
+    bytes of vector j at xo + 32 j (broadcast)."""
+    acc = dpbusd512(acc, u[0], bcast_i8x64(xf, xo))
+    acc = dpbusd512(acc, u[1], bcast_i8x64(xf, xo + 32))
+    acc = dpbusd512(acc, u[2], bcast_i8x64(xf, xo + 64))
+    acc = dpbusd512(acc, u[3], bcast_i8x64(xf, xo + 96))
+    acc = dpbusd512(acc, u[4], bcast_i8x64(xf, xo + 128))
+    acc = dpbusd512(acc, u[5], bcast_i8x64(xf, xo + 160))
+    acc = dpbusd512(acc, u[6], bcast_i8x64(xf, xo + 192))
+    return dpbusd512(acc, u[7], bcast_i8x64(xf, xo + 224))
+
+
+@njit(cache=True)
+def _token(y, u, d16, xf, xo, nsf, dxf, so):
+    """y (16 rows of one token) + this block: the exact integer sums (from -offset sum xq = nsf[so]), to
+    float32, times d * dx (dxf[so])."""
+    return fma_f32x16(cvt_i32x16(_dot8(bcast_i32x16(nsf, so), u, xf, xo)), mul_f32x16(d16, bcast_f32x16(dxf, so)), y)
+
+
+@njit(cache=True)
+def _nibble_vectors(wt, o):
+    """The 8 vectors of a nibble tile's block at byte o: low and high nibbles of its 4 words."""
+    w0, w1, w2, w3 = load_i8x64(wt, o), load_i8x64(wt, o + 64), load_i8x64(wt, o + 128), load_i8x64(wt, o + 192)
+    return (nib_lo64(w0), nib_hi64(w0), nib_lo64(w1), nib_hi64(w1), nib_lo64(w2), nib_hi64(w2), nib_lo64(w3),
+            nib_hi64(w3))
+
+
+@njit(cache=True)
+def _byte_vectors(wt, o):
+    """The 8 vectors of a Q8_0 tile's block at byte o (word j at o + 64 j), ordered as _dot8 reads the
+    activations: words 0, 4, 1, 5, 2, 6, 3, 7 (elements 4g.. face piece 2g, elements 16 + 4g.. piece 2g + 1)."""
+    return (load_i8x64(wt, o), load_i8x64(wt, o + 256), load_i8x64(wt, o + 64), load_i8x64(wt, o + 320),
+            load_i8x64(wt, o + 128), load_i8x64(wt, o + 384), load_i8x64(wt, o + 192), load_i8x64(wt, o + 448))
+
+
+@njit(cache=True)
+def _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0, t0, first):
+    """y[t0:t0+4, r0:r0+16] (+)= the tile's blocks b0..b1 times tokens t0..t0+3 (from 0 if ``first``, else
+    continuing the stored partial sums). Q4_1 adds m * dx sum xq after each block's product."""
+    if first:
+        y0, y1, y2, y3 = zero_f32x16(), zero_f32x16(), zero_f32x16(), zero_f32x16()
+    else:
+        y0, y1 = load_f32x16(yf, t0 * ystride + r0), load_f32x16(yf, (t0 + 1) * ystride + r0)
+        y2, y3 = load_f32x16(yf, (t0 + 2) * ystride + r0), load_f32x16(yf, (t0 + 3) * ystride + r0)
+    for b in range(b0, b1):
+        lb = b - b0
+        u = _nibble_vectors(wt, lb * 256) if nibbles else _byte_vectors(wt, lb * 512)
+        d16 = load_f32x16(dt, lb * LANES)
+        xo = t0 * xrow + (b // V) * 256 + (b % V) * 4
+        s0, s1, s2, s3 = t0 * srow + b, (t0 + 1) * srow + b, (t0 + 2) * srow + b, (t0 + 3) * srow + b
+        y0 = _token(y0, u, d16, xf, xo, nsf, dxf, s0)
+        y1 = _token(y1, u, d16, xf, xo + xrow, nsf, dxf, s1)
+        y2 = _token(y2, u, d16, xf, xo + 2 * xrow, nsf, dxf, s2)
+        y3 = _token(y3, u, d16, xf, xo + 3 * xrow, nsf, dxf, s3)
+        if has_m:
+            m16 = load_f32x16(mt, lb * LANES)
+            y0 = fma_f32x16(m16, bcast_f32x16(dxsf, s0), y0)
+            y1 = fma_f32x16(m16, bcast_f32x16(dxsf, s1), y1)
+            y2 = fma_f32x16(m16, bcast_f32x16(dxsf, s2), y2)
+            y3 = fma_f32x16(m16, bcast_f32x16(dxsf, s3), y3)
+    store_f32x16(yf, t0 * ystride + r0, y0)
+    store_f32x16(yf, (t0 + 1) * ystride + r0, y1)
+    store_f32x16(yf, (t0 + 2) * ystride + r0, y2)
+    store_f32x16(yf, (t0 + 3) * ystride + r0, y3)
+
+
+@njit(cache=True)
+def _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0, t0, first):
+    """_tile_tokens for 8 tokens: each block's 8 weight vectors serve 8 tokens."""
+    if first:
+        y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = zero_f32x16()
+    else:
+        y0, y1 = load_f32x16(yf, t0 * ystride + r0), load_f32x16(yf, (t0 + 1) * ystride + r0)
+        y2, y3 = load_f32x16(yf, (t0 + 2) * ystride + r0), load_f32x16(yf, (t0 + 3) * ystride + r0)
+        y4, y5 = load_f32x16(yf, (t0 + 4) * ystride + r0), load_f32x16(yf, (t0 + 5) * ystride + r0)
+        y6, y7 = load_f32x16(yf, (t0 + 6) * ystride + r0), load_f32x16(yf, (t0 + 7) * ystride + r0)
+    for b in range(b0, b1):
+        lb = b - b0
+        u = _nibble_vectors(wt, lb * 256) if nibbles else _byte_vectors(wt, lb * 512)
+        d16 = load_f32x16(dt, lb * LANES)
+        xo = t0 * xrow + (b // V) * 256 + (b % V) * 4
+        s0 = t0 * srow + b
+        y0 = _token(y0, u, d16, xf, xo, nsf, dxf, s0)
+        y1 = _token(y1, u, d16, xf, xo + xrow, nsf, dxf, s0 + srow)
+        y2 = _token(y2, u, d16, xf, xo + 2 * xrow, nsf, dxf, s0 + 2 * srow)
+        y3 = _token(y3, u, d16, xf, xo + 3 * xrow, nsf, dxf, s0 + 3 * srow)
+        y4 = _token(y4, u, d16, xf, xo + 4 * xrow, nsf, dxf, s0 + 4 * srow)
+        y5 = _token(y5, u, d16, xf, xo + 5 * xrow, nsf, dxf, s0 + 5 * srow)
+        y6 = _token(y6, u, d16, xf, xo + 6 * xrow, nsf, dxf, s0 + 6 * srow)
+        y7 = _token(y7, u, d16, xf, xo + 7 * xrow, nsf, dxf, s0 + 7 * srow)
+        if has_m:
+            m16 = load_f32x16(mt, lb * LANES)
+            y0 = fma_f32x16(m16, bcast_f32x16(dxsf, s0), y0)
+            y1 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + srow), y1)
+            y2 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + 2 * srow), y2)
+            y3 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + 3 * srow), y3)
+            y4 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + 4 * srow), y4)
+            y5 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + 5 * srow), y5)
+            y6 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + 6 * srow), y6)
+            y7 = fma_f32x16(m16, bcast_f32x16(dxsf, s0 + 7 * srow), y7)
+    store_f32x16(yf, t0 * ystride + r0, y0)
+    store_f32x16(yf, (t0 + 1) * ystride + r0, y1)
+    store_f32x16(yf, (t0 + 2) * ystride + r0, y2)
+    store_f32x16(yf, (t0 + 3) * ystride + r0, y3)
+    store_f32x16(yf, (t0 + 4) * ystride + r0, y4)
+    store_f32x16(yf, (t0 + 5) * ystride + r0, y5)
+    store_f32x16(yf, (t0 + 6) * ystride + r0, y6)
+    store_f32x16(yf, (t0 + 7) * ystride + r0, y7)
+
+
+# ---------------------------------------------------------------- the GEMMs
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
+    """y (T4, out rounded up to 16) for a nibble weight (qs32, d, m; ``nibbles``) or Q8_0 bytes (``blocks``)."""
+    t4 = xr.shape[0]
+    if nibbles:
+        out_dim, nb = d.shape
+    else:
+        out_dim, nb = blocks.shape[0], blocks.shape[1] // Q8_0_BYTES
+    nv8 = nb // V * V
+    ntiles = (out_dim + LANES - 1) // LANES
+    ystride = ntiles * LANES
+    y = np.empty((t4, ystride), dtype=np.float32)
+    yf, xf, nsf, dxf, dxsf = y.reshape(-1), xr.reshape(-1), ss.reshape(-1), es.reshape(-1), ms.reshape(-1)
+    xrow, srow = xr.shape[1], ss.shape[1]
+    kb = min(nb, CHUNK_BLOCKS)
+    groups = min(n_groups, ntiles)
+    for grp in prange(groups):
+        lo, hi = grp * ntiles // groups, (grp + 1) * ntiles // groups
+        wt = np.empty(kb * (256 if nibbles else 512), dtype=np.uint8)
+        dt, mt = np.empty(kb * LANES, dtype=np.float32), np.empty(kb * LANES, dtype=np.float32)
+        wt32 = wt.view(np.uint32)
+        for b0 in range(0, nb, kb):
+            b1 = min(nb, b0 + kb)
+            for tile in range(lo, hi):
+                r0 = tile * LANES
+                r1 = min(out_dim, r0 + LANES)
+                if nibbles:
+                    _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt)
+                else:
+                    _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt)
+                t0 = 0
+                if EIGHT:
+                    while t0 + 8 <= t4:
+                        _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
+                                      t0, b0 == 0)
+                        t0 += 8
+                for t0 in range(t0, t4, TOKENS):
+                    _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
+                                 t0, b0 == 0)
+    return y
+
+
+_NO_QS32 = np.zeros(1, dtype=np.uint32)
+_NO_U16 = np.zeros((1, 1), dtype=np.uint16)
+_NO_BLOCKS = np.zeros((1, Q8_0_BYTES), dtype=np.uint8)
+
+
+def _trim(y: np.ndarray, out_dim: int) -> np.ndarray:
+    return y if y.shape[1] == out_dim else np.ascontiguousarray(y[:, :out_dim])
+
+
+def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, lut, n_groups):
+    """y (T4, out) = prepared rows (gemm.py:_arrays(a, False)) times a decode-layout Q4_0/Q4_1 weight."""
+    y = _gemm(xr, ss, es, ms, qs.reshape(-1).view(np.uint32), d, m, has_m, _NO_BLOCKS, lut, True, n_groups)
+    return _trim(y, d.shape[0])
+
+
+def gemm_q8_0_int8(xr, ss, es, ms, blocks, lut, n_groups):
+    """y (T4, out) = prepared rows (offset 128) times Q8_0 bytes (out, nb*34)."""
+    y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, False, blocks, lut, False, n_groups)
+    return _trim(y, blocks.shape[0])
