@@ -52,7 +52,10 @@ Q8_0 weights (ggml's 34-byte blocks, kept as they are for decode) are repacked T
 into the same order as the activations (tail group padded), as unsigned bytes q + 128 (the accumulator
 then starts at -128 sum xq): VNNI takes any unsigned byte; AVX2 splits them into nibbles (dot8_bytes).
 
-next: kernels.py (entry points).
+Where the CPU has AVX-512 VNNI, prompts go instead to gemm_lanes.py (16 weight rows as the lanes of a vector,
+the activations broadcast; 1.3-5x faster on Zen 5). These kernels serve AVX2 CPUs and are tested everywhere.
+
+next: gemm_lanes.py.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ from numba import njit, prange
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .layout import V
 from .simd512 import (bcast_i8x64, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16, load_i8x64, mul_f32x16, nib_hi64,
-                      nib_lo64, bcast_f32x16, bcast_i32x16, store_f32x16, tile_group16, zero_f32x16)
+                      nib_lo64, bcast_f32x16, bcast_i32x16, store_f32x16, tile_group16,
+                      tile_q8_0_block16, zero_f32x16)
 
 LANES = 16  # weight rows per tile: one int32 lane each
 TOKENS = 4  # tokens per micro-kernel call (4 accumulator pairs)
@@ -92,21 +93,30 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
 
 @njit(cache=True)
 def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt):
-    """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes -> wt[(b - b0) * 512 + j * 64 + 4 i + k] = q + 128 of
-    element 4 j + k of block b of row r0 + i (unsigned bytes), dt the float32 scales."""
+    """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes (out, nb*34) -> wt[(b - b0) * 512 + j * 64 + 4 i + k] = q + 128
+    of element 4 j + k of block b of row r0 + i (unsigned bytes), dt the float32 scales. A whole tile is
+    transposed in registers (simd512.py:tile_q8_0_block16), a partial one byte by byte, with zeros for the
+    missing rows."""
     n = r1 - r0
+    row_bytes = blocks.shape[1]
+    flat = blocks.reshape(-1)
     if n < LANES:
         wt[:] = 0
         dt[:] = 0
     for b in range(b0, b1):
         o = (b - b0) * 512
+        src = b * Q8_0_BYTES
+        if n == LANES:
+            tile_q8_0_block16(flat, r0 * row_bytes + src + 2, row_bytes, wt, o)
+        else:
+            for i in range(n):
+                row = blocks[r0 + i]
+                for j in range(8):
+                    for k in range(4):
+                        wt[o + j * 64 + 4 * i + k] = row[src + 2 + 4 * j + k] ^ np.uint8(0x80)
         for i in range(n):
             row = blocks[r0 + i]
-            src = b * Q8_0_BYTES
             dt[(b - b0) * LANES + i] = lut[np.uint16(row[src]) | (np.uint16(row[src + 1]) << 8)]
-            for j in range(8):
-                for k in range(4):
-                    wt[o + j * 64 + 4 * i + k] = row[src + 2 + 4 * j + k] ^ np.uint8(0x80)
 
 
 # ---------------------------------------------------------------- one block, 16 rows, 4 tokens

@@ -6,7 +6,9 @@ is not the default: on the AVX-512 CPU measured (AMD Zen 5) it ran 1.7-2x slower
 (docs/quantization.md); ``MISTRAL_NP_WIDE_GEMM=1`` chooses it where the CPU has AVX-512 VNNI
 (kernels.py:wide_gemm), for CPUs where it may pay. The decode kernels keep 256-bit vectors but do their
 integer dot products on 512 bits where the CPU allows (simd.py:dot8_nibbles_split): several rows at once make
-them arithmetic-bound.
+them arithmetic-bound. The prompt GEMM that is the default on AVX-512 VNNI (gemm_lanes.py) uses the last
+ops below: a 4-byte broadcast that LLVM folds into ``vpdpbusd``'s memory operand (``{1to16}``), lane splats
+from memory, and the in-register transposes that build its 16-row tiles.
 
     I8x64   <64 x i8>     64 bytes
     I32x16  <16 x i32>    16 int32 lanes
@@ -279,3 +281,34 @@ def _bcaster(ret, elem):
 
 bcast_i32x16 = _bcaster(I32x16, ir.IntType(32))  # an int32 array's element in every lane
 bcast_f32x16 = _bcaster(F32x16, ir.FloatType())  # a float32 array's element in every lane
+
+
+@intrinsic
+def tile_q8_0_block16(typingctx, src, src_off, stride, dst, dst_off):
+    """One Q8_0 block of 16 rows (its 32 int8 at src[src_off + i*stride:][:32], any byte alignment) -> dst[dst_off +
+    64 j + 4 i + k] = byte 4j + k of row i, plus 128 (unsigned, as gemm_lanes.py's tile): 16 x 8 words
+    transposed in registers."""
+    u8 = types.Array(types.uint8, 1, "C")
+    if not (src == u8 and dst == u8 and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from .simd import _data_ptr
+        s, so, st, d, do = args
+        i64, v8 = ir.IntType(64), ir.VectorType(ir.IntType(32), 8)
+        so, st = context.cast(builder, so, sig.args[1], types.intp), context.cast(builder, st, sig.args[2], types.intp)
+        do = context.cast(builder, do, sig.args[4], types.intp)
+        rows = []
+        for i in range(16):
+            off = builder.add(so, builder.mul(st, ir.Constant(i64, i)))
+            v = builder.load(_data_ptr(context, builder, sig.args[0], s, off, types.intp, v8), align=1)
+            rows.append(_shuffle(builder, v, v, list(range(8)) * 2))
+        cols = _transpose16(builder, rows)
+        flip = ir.Constant(_V16I32, [ir.Constant(ir.IntType(32), 0x80808080 - (1 << 32))] * 16)
+        for j in range(8):
+            off = builder.add(do, ir.Constant(i64, 64 * j))
+            builder.store(builder.xor(cols[j], flip), _data_ptr(context, builder, sig.args[3], d, off, types.intp, _V16I32),
+                          align=1)
+        return context.get_dummy_value()
+
+    return types.none(src, src_off, stride, dst, dst_off), codegen
