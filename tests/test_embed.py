@@ -377,3 +377,41 @@ def test_quantized_backbone_activations(folders):
     assert cos.mean() >= 0.999 and cos.min() >= 0.995 and not np.allclose(fast, exact, rtol=0, atol=1e-7), cos
     with pytest.raises(ValueError, match="activations must be 'auto', 'int8' or 'float'"):
         emb.activations = "int4"
+
+
+def test_a_float_backbone_runs_its_texts_side_by_side_with_the_bits_of_one_at_a_time(tmp_path, monkeypatch):
+    """A float backbone encodes a batch's texts on the thread pool, one text per thread: every product is cut
+    into the tiles the thread budget gives and run on the text's thread (model/parallel.py:matmul_t), so the
+    vectors have the bits of the texts run one at a time with the products on the pool, and a text alone has
+    the bits it has in a batch. Products here are above parallel.SMALL (hidden 256, F 1024, 40-90 tokens), so
+    the tiles are real; a quantized backbone keeps one text at a time (its kernels are parallel inside)."""
+    from mistral_np.model import parallel
+    from mistral_np.quant import quantize
+    from mistral_np.model.params import map_weights
+    monkeypatch.setitem(parallel._state, "n", 2)
+    bb = build_backbone(str(tmp_path / "bb"), hidden_size=256, intermediate_size=1024, num_attention_heads=8,
+                        num_key_value_heads=2, head_dim=32, sliding_window=4096)
+    emb = load_embedder(build_st(bb, str(tmp_path / "st"), "mean"))
+    texts = [" ".join(["word", "other", "thing"] * n) for n in (30, 13, 22, 17)]
+    assert 40 * 256 * 1024 >= parallel.SMALL
+    seen = set()
+    real = emb._hidden
+
+    def spy(ids):
+        seen.add(parallel._in_task())
+        return real(ids)
+
+    monkeypatch.setattr(emb, "_hidden", spy)
+    side = emb.encode(texts, batch_size=4)
+    assert emb._texts_side_by_side and seen == {True}
+    emb._texts_side_by_side = False
+    seen.clear()
+    serial = emb.encode(texts, batch_size=4)
+    assert seen == {False}
+    np.testing.assert_array_equal(side, serial)
+    emb._texts_side_by_side = True
+    np.testing.assert_array_equal(emb.encode(texts[2:3]), side[2:3])
+    emb.model.params = map_weights(emb.model.params, lambda w: quantize(w, "Q8_0") if w.ndim == 2 and
+                                   w.shape[0] != emb.model.config.vocab_size else w)
+    emb.activations = "float"
+    assert not emb._texts_side_by_side

@@ -295,15 +295,21 @@ def test_with_activations_selects_the_activations_for_every_row_count():
 # ---------------------------------------------------------------- int8 activations against their NumPy twin
 
 
-def test_auto_activations_choose_int8_for_wide_inputs_only():
-    """decode_weights(w, "auto") (the prompt and embedding default): int8 from AUTO_INT8_MIN_IN inputs, float
-    below (the weight itself), whatever the type; anything that is not a quantized weight is left alone."""
+@pytest.mark.parametrize("lanes", [False, True])
+def test_auto_activations_choose_int8_for_wide_inputs_and_narrow_4bit_weights(lanes, monkeypatch):
+    """decode_weights(w, "auto") (the prompt and embedding default): int8 from AUTO_INT8_MIN_IN inputs; below,
+    int8 for Q4_0 and Q4_1 where the rows-as-lanes GEMM runs, float (the weight itself) otherwise; anything that is
+    not a quantized weight is left alone."""
     from mistral_np.quant.tensor import AUTO_INT8_MIN_IN, quantize
+    monkeypatch.setattr(kernels, "gemm_lanes", lambda: lanes)
     rng = np.random.default_rng(0)
     for qtype in ("q4_0", "q4_1", "q8_0"):
         narrow = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN - 32)).astype(np.float32), qtype)
         wide = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN)).astype(np.float32), qtype)
-        assert decode_weights(narrow, "auto") is narrow
+        if lanes and qtype != "q8_0":
+            assert decode_weights(narrow, "auto").activations == "int8"
+        else:
+            assert decode_weights(narrow, "auto") is narrow
         view = decode_weights(wide, "auto")
         assert view.activations == "int8" and view.base is wide
     plain = np.ones((4, 4096), np.float32)
@@ -499,3 +505,16 @@ def test_parallel_and_serial_decode_agree(qtype, activations, monkeypatch):
     y_par = t.matmul(x, activations=activations)
     monkeypatch.setattr(kernels, "SERIAL_BYTES", 1 << 40)
     np.testing.assert_array_equal(t.matmul(x, activations=activations), y_par)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("kind", GEMM_KINDS)
+def test_every_prompt_gemm_takes_read_only_weights(qtype, kind, monkeypatch):
+    """Weights mapped from a file are read-only arrays: every GEMM kind accepts them (whole 16-row tiles and
+    8-block groups included, where the lanes kernel transposes in registers) and computes the same numbers."""
+    w, x, packed = case(qtype, 48, 40, 9, 1)
+    use_gemm(monkeypatch, kind)
+    y = from_packed(qtype, packed, w.shape).matmul(x, activations="int8")
+    packed = packed.copy()
+    packed.setflags(write=False)
+    np.testing.assert_array_equal(from_packed(qtype, packed, w.shape).matmul(x, activations="int8"), y)

@@ -92,7 +92,7 @@ def _common(p) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="texts pooled together")
     p.add_argument("--activations", choices=["auto", "int8", "float"], default="auto",
                    help="quantized models: int8 activations, float (exactly the forward pass), or auto: int8 for "
-                        "weights with at least 2048 inputs, float for narrower ones (faster there)")
+                        "weights with at least 2048 inputs and for 4-bit ones on AVX-512 VNNI, float for the others")
     add_threads_option(p)
 
 

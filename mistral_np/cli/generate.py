@@ -83,7 +83,8 @@ def _sampling_options(p, temperature: float) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="compute dtype")
     p.add_argument("--prompt-activations", choices=["auto", "int8", "float"], default="auto",
                    help="quantized models: int8 activations for the prompt, float (exactly the forward pass), or "
-                        "auto: int8 for weights with at least 2048 inputs, float for narrower ones (faster there)")
+                        "auto: int8 for weights with at least 2048 inputs and for 4-bit ones on AVX-512 VNNI, "
+                        "float for the others")
     p.add_argument("--decode-activations", choices=["int8", "float"], default="int8",
                    help="quantized models: int8 activations in decode steps (fast) or float (exactly the "
                         "forward pass)")

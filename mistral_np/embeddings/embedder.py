@@ -19,7 +19,11 @@ It is reported, never silent: ``encode`` warns (``TruncationWarning``, with the 
 ``encode(..., return_info=True)`` returns which texts lost tokens (``EncodeInfo``) instead of warning.
 
 Padding never changes a result, by construction: each sequence runs through the backbone alone, at its own
-length.  Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a
+length. A float backbone runs the texts of a batch side by side on the thread pool (model/parallel.py:run_all),
+one text per thread with single-threaded BLAS, so that the per-layer element-wise NumPy (norms, RoPE, SiLU, the
+residual adds) runs on every core too, not only the products; a text's numbers are those of running it alone
+(the same BLAS calls on the same operands: tests/test_embed.py). Quantized backbones run one text at a time, their
+kernels parallel inside.  Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a
 padded (B, T, D) array and its mask, exactly as sentence-transformers pools) and for the progress bar; the
 output rows come back in input order.  A batch holds at most ``batch_size`` texts and, with
 ``max_batch_tokens``, at most that many padded tokens (B x its longest sequence: what the (B, T, D) array
@@ -45,6 +49,8 @@ import numpy as np
 
 from ..errors import ArgumentTypeError, EmbedderConfigError, InvalidArgumentError
 from ..model.forward import hidden_states
+from ..model.parallel import run_all
+from ..model.params import map_weights
 from .pooling import POOLING, l2_normalize, pad_batch
 from .presets import PRESETS, TASKS, EmbedConfig, get_preset, preset_for_name, read_st_folder
 
@@ -85,9 +91,9 @@ class Embedder:
     @property
     def activations(self) -> str:
         """Quantized backbones: "int8" (activations quantized to 8-bit blocks, integer dot products: up to
-        2x faster on 4096-wide layers), "float" (exact), or "auto" (the default: int8 for weights with at
-        least 2048 inputs, float for narrower ones, where int8 is slower; quant/tensor.py:resolve_activations).
-        Float backbones ignore it. May be changed at any time."""
+        2-4x faster on 4096-wide layers), "float" (exact), or "auto" (the default: int8 for weights with at
+        least 2048 inputs and for 4-bit ones on AVX-512 VNNI, float for the others;
+        quant/tensor.py:resolve_activations). Float backbones ignore it. May be changed at any time."""
         return self._activations
 
     @activations.setter
@@ -96,6 +102,9 @@ class Embedder:
         if mode not in ("auto", "int8", "float"):
             raise InvalidArgumentError(f"activations must be 'auto', 'int8' or 'float', got {mode!r}")
         self._activations, self._weights = mode, decode_params(self.model.params, mode)
+        kinds = set()
+        map_weights(self._weights, lambda w: kinds.add(isinstance(w, np.ndarray)) or w)
+        self._texts_side_by_side = kinds == {True}  # float weights only: no parallel kernels inside
 
     @property
     def dim(self) -> int:
@@ -178,7 +187,7 @@ class Embedder:
         show = (len(texts) > 64 and sys.stderr.isatty()) if show_progress is None else bool(show_progress)
         bar = _progress(len(texts), show) if texts else _NoBar()
         for batch in _batches(order, info.tokens, batch_size, max_batch_tokens):
-            rows = [self._hidden(seqs[i][0]) for i in batch]                  # [(T_b, D)]
+            rows = self._hidden_all([seqs[i][0] for i in batch])               # [(T_b, D)]
             h, mask = pad_batch(rows, self.padding_side)                       # (B, T, D), (B, T)
             if not self.config.include_prompt:
                 mask = _drop_prompt(mask, [seqs[i][1] for i in batch], self.padding_side)
@@ -195,6 +204,18 @@ class Embedder:
             warnings.warn(TruncationWarning(
                 f"{info.n_truncated} of {len(texts)} texts were longer than max_length={self.max_length} tokens and "
                 "lost their end (encode(..., return_info=True) says which)"), stacklevel=2)
+        return out
+
+    def _hidden_all(self, id_lists: list[list[int]]) -> list[np.ndarray]:
+        """Each text's final hidden states; a float backbone's texts side by side on the thread pool."""
+        if not self._texts_side_by_side or len(id_lists) < 2:
+            return [self._hidden(ids) for ids in id_lists]
+        out = [None] * len(id_lists)
+
+        def one(i):
+            out[i] = self._hidden(id_lists[i])
+
+        run_all(one, range(len(id_lists)))
         return out
 
     def _hidden(self, ids: list[int]) -> np.ndarray:

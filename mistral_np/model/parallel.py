@@ -9,7 +9,7 @@ one at a time let a thread that is running pick up the work of one that is not. 
 are within a few percent (docs/performance.md, "Threads on a shared machine").
 
     matmul_t(x, w)       x @ w.T, (T, in), (out, in) -> (T, out); tiles of ~out / (4 n) rows of w
-    run_all(fn, items)   fn(item) for each item, side by side (gqa_blocked.py's query blocks)
+    run_all(fn, items)   fn(item) for each item, side by side (gqa_blocked.py's query blocks, an embedder's texts)
 
 Each tile is one BLAS call over the whole reduction, so the numbers do not depend on the thread count or on
 which thread ran a tile: the same inputs give the same bits, every call (tests/test_threads.py).
@@ -50,8 +50,17 @@ def configure(n: int | None = None, default=None, before_start=None) -> None:
 def budget() -> int:
     """The thread budget; 1 inside a pool task (a task that waited for tasks of the same pool could wait
     for ever)."""
-    if threading.current_thread().name.startswith(POOL_PREFIX):
+    if _in_task():
         return 1
+    return _configured()
+
+
+def _in_task() -> bool:
+    return threading.current_thread().name.startswith(POOL_PREFIX)
+
+
+def _configured() -> int:
+    """The budget as configured, inside a pool task too (what fixes matmul_t's tiles)."""
     if _state["n"] is not None:
         return _state["n"]
     if _state["default"] is not None:
@@ -94,13 +103,16 @@ def run_all(fn, items) -> None:
 
 
 def matmul_t(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T for 2-D float arrays, the output columns in tiles on the pool.  (T, in), (out, in) -> (T, out)"""
+    """x @ w.T for 2-D float arrays, the output columns in tiles on the pool.  (T, in), (out, in) -> (T, out)
+
+    Inside a pool task (an embedder's texts side by side) the same tiles run one after another on the task's
+    thread: the tiles follow the configured budget, not the thread, so a product has the same bits either way
+    (BLAS gives other last bits for a whole product than for its column tiles)."""
     start()
-    n = budget()
+    n = _configured()
     out_dim = w.shape[0]
     if n == 1 or x.shape[0] * out_dim * w.shape[1] < SMALL or out_dim < 32:
         return x @ w.T
-    pool = _pool(n)
     y = np.empty((x.shape[0], out_dim), dtype=np.result_type(x, w))
     tile = max(16, -(-out_dim // (4 * n)) // 16 * 16)  # ~4 tiles per thread, multiples of 16 rows
 
@@ -108,6 +120,11 @@ def matmul_t(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         r1 = min(out_dim, r0 + tile)
         np.matmul(x, w[r0:r1].T, out=y[:, r0:r1])
 
+    if _in_task():
+        for r0 in range(0, out_dim, tile):
+            one(r0)
+        return y
+    pool = _pool(n)
     for f in [pool.submit(one, r0) for r0 in range(0, out_dim, tile)]:
         f.result()
     return y

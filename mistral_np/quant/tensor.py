@@ -43,12 +43,17 @@ from .q4_1 import BLOCK_BYTES as Q4_1_BYTES, dequantize_q4_1_ref, quantize_q4_1_
 from .q8_0 import BLOCK_BYTES as Q8_0_BYTES, dequantize_q8_0_ref
 
 ACTIVATIONS = ("float", "int8")
-# "auto" (prompts and embedding batches): int8 for a weight with at least AUTO_INT8_MIN_IN inputs, float below.
-# The int8 GEMM pays per row and 4 tokens a fixed cost (the horizontal sums, the stores, the padded tail
-# group) that short rows do not amortize: with 2 threads, T = 512, Q4_0, int8 against float activations ran
-# 35 vs 104 GOP/s on 576 inputs, 57 vs 101 on 1536, 459 vs 185 on 4096 (AMD Zen 5, docs/quantization.md).
+# "auto" (prompts and embedding batches): int8 for a weight with at least AUTO_INT8_MIN_IN inputs; below that,
+# int8 for 4-bit weights where the rows-as-lanes GEMM runs (kernels.gemm_lanes: AVX-512 VNNI), float otherwise.
+# Speed: gemm.py's kernels pay per row and 4 tokens a fixed cost (horizontal sums, stores, the padded tail
+# group) that short rows do not amortize (int8 against float activations, T = 512, 2 threads, AMD Zen 5: 35 vs
+# 104 GOP/s on 576 inputs, 459 vs 185 on 4096); gemm_lanes.py has none of it (371 GOP/s on 576 inputs).
+# Quality: int8 activations add error of their own, noticeable next to Q8_0's small weight error (SmolLM2 as
+# an e5 embedder: mean cosine to float32 0.99882 with int8, 0.99951 with float) and lost in 4-bit weights' (Q4_0:
+# 0.93195 and 0.93254); so narrow Q8_0 weights stay float (docs/performance.md, docs/quantization.md).
 MANY_ROWS_ACTIVATIONS = ("auto",) + ACTIVATIONS
 AUTO_INT8_MIN_IN = 2048
+AUTO_INT8_NARROW = ("Q4_0", "Q4_1")  # where the lanes GEMM runs, these take int8 at any width
 
 
 def check_activations_mode(mode: str, allowed: tuple = ACTIVATIONS) -> str:
@@ -59,10 +64,12 @@ def check_activations_mode(mode: str, allowed: tuple = ACTIVATIONS) -> str:
 
 
 def resolve_activations(w, mode: str) -> str:
-    """"auto" -> "int8" or "float" for this weight (AUTO_INT8_MIN_IN); any other mode as it is."""
+    """"auto" -> "int8" or "float" for this weight (AUTO_INT8_MIN_IN, AUTO_INT8_NARROW); any other mode as it is."""
     if mode != "auto":
         return mode
-    return "int8" if w.shape[1] >= AUTO_INT8_MIN_IN else "float"
+    if w.shape[1] >= AUTO_INT8_MIN_IN or (getattr(w, "qtype", "") in AUTO_INT8_NARROW and kernels.gemm_lanes()):
+        return "int8"
+    return "float"
 
 
 class QuantTensor:
@@ -207,8 +214,8 @@ class ActivationsView:
 def decode_weights(w, mode: str):
     """``w.with_activations(mode)`` for a quantized weight, ``w`` itself for anything else: apply it to
     every weight of a model (model.params.map_weights) to get the weights generation decodes with.
-    ``mode="auto"`` chooses per weight by its input width (``resolve_activations``): a fixed function of
-    the model's shapes, so the same model always gets the same numbers."""
+    ``mode="auto"`` chooses per weight by its input width and type (``resolve_activations``): a fixed function
+    of the model's shapes and of the CPU's kind, so the same model always gets the same numbers on a machine."""
     check_activations_mode(mode, MANY_ROWS_ACTIVATIONS)
     return w.with_activations(resolve_activations(w, mode)) if isinstance(w, QuantTensor) else w
 

@@ -215,6 +215,11 @@ def store_f32x16(typingctx, arr, off, v):
     return types.none(arr, off, v), codegen
 
 
+def _flat(arr, dtype) -> bool:
+    """A contiguous 1-D array of this dtype (read-only too: weights mapped from a file are)."""
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == dtype
+
+
 def _transpose16(builder, rows):
     """16 vectors of 16 int32 (row r, lane c) -> 16 vectors (column c, lane r): 4 rounds of 16 two-source
     shuffles, each round swapping the off-diagonal blocks of width h = 8, 4, 2, 1."""
@@ -232,8 +237,8 @@ def _transpose16(builder, rows):
 def tile_group16(typingctx, src, src_off, stride, dst, dst_off):
     """One group of 8 blocks of 16 decode-layout rows (word g*8 + b of row i at src[src_off + i*stride + 8g + b])
     -> dst[dst_off + b*64 + g*16 + i] (gemm_lanes.py's tile): the 16 x 32 words transposed in registers."""
-    u32 = types.Array(types.uint32, 1, "C")
-    if not (src == u32 and dst == u32 and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
+    if not (_flat(src, types.uint32) and _flat(dst, types.uint32)
+            and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
         return None
 
     def codegen(context, builder, sig, args):
@@ -288,8 +293,8 @@ def tile_q8_0_block16(typingctx, src, src_off, stride, dst, dst_off):
     """One Q8_0 block of 16 rows (its 32 int8 at src[src_off + i*stride:][:32], any byte alignment) -> dst[dst_off +
     64 j + 4 i + k] = byte 4j + k of row i, plus 128 (unsigned, as gemm_lanes.py's tile): 16 x 8 words
     transposed in registers."""
-    u8 = types.Array(types.uint8, 1, "C")
-    if not (src == u8 and dst == u8 and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
+    if not (_flat(src, types.uint8) and _flat(dst, types.uint8)
+            and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
         return None
 
     def codegen(context, builder, sig, args):
