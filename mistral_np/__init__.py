@@ -19,9 +19,10 @@ docs/architecture.md maps each box of the model to a function.
 
 from __future__ import annotations
 
-from .threads import connect, cooperative_waiting
+from .threads import connect, cooperative_waiting, keep_freed_memory
 
 cooperative_waiting()  # before NumPy's BLAS and Numba's OpenMP start, if they have not (threads.py)
+keep_freed_memory()  # large temporaries from malloc's heaps, not fresh page-faulting mappings (threads.py)
 connect()  # the float maths' thread pool (model/parallel.py) takes the package's thread budget
 
 from .api import Model, load_model, load_tokenizer

@@ -379,39 +379,43 @@ def test_quantized_backbone_activations(folders):
         emb.activations = "int4"
 
 
-def test_a_float_backbone_runs_its_texts_side_by_side_with_the_bits_of_one_at_a_time(tmp_path, monkeypatch):
-    """A float backbone encodes a batch's texts on the thread pool, one text per thread: every product is cut
-    into the tiles the thread budget gives and run on the text's thread (model/parallel.py:matmul_t), so the
-    vectors have the bits of the texts run one at a time with the products on the pool, and a text alone has
-    the bits it has in a batch. Products here are above parallel.SMALL (hidden 256, F 1024, 40-90 tokens), so
-    the tiles are real; a quantized backbone keeps one text at a time (its kernels are parallel inside)."""
+@pytest.mark.parametrize("weights", ["float32", "Q8_0 int8", "Q4_0 int8"])
+def test_a_batch_runs_its_texts_side_by_side_with_the_bits_of_one_at_a_time(weights, tmp_path, monkeypatch):
+    """An embedder encodes a batch's texts on the thread pool, one text per thread: float products cut into the
+    tiles the thread budget gives, run on the text's thread (model/parallel.py:matmul_t), quantized kernels on one
+    Numba thread. The vectors have the bits of the texts run one at a time (products and kernels parallel), and
+    a text alone has the bits it has in a batch. Products here are above parallel.SMALL (hidden 256, F 1024,
+    40-90 tokens), so the float tiles are real."""
+    import numba
     from mistral_np.model import parallel
-    from mistral_np.quant import quantize
     from mistral_np.model.params import map_weights
+    from mistral_np.quant import quantize
     monkeypatch.setitem(parallel._state, "n", 2)
     bb = build_backbone(str(tmp_path / "bb"), hidden_size=256, intermediate_size=1024, num_attention_heads=8,
                         num_key_value_heads=2, head_dim=32, sliding_window=4096)
     emb = load_embedder(build_st(bb, str(tmp_path / "st"), "mean"))
+    if weights != "float32":
+        emb.model.params = map_weights(emb.model.params, lambda w: quantize(w, weights[:4]) if w.ndim == 2 and
+                                       w.shape[0] != emb.model.config.vocab_size else w)
+        emb.activations = "int8"
+        emb.encode(["warm up"])  # a kernel has run: Numba's threading layer is known
+        assert embed_mod._kernels_thread_safe()  # omp or tbb, as installed by the test extra
     texts = [" ".join(["word", "other", "thing"] * n) for n in (30, 13, 22, 17)]
     assert 40 * 256 * 1024 >= parallel.SMALL
-    seen = set()
+    seen = []
     real = emb._hidden
 
     def spy(ids):
-        seen.add(parallel._in_task())
+        seen.append((parallel._in_task(), numba.get_num_threads()))
         return real(ids)
 
     monkeypatch.setattr(emb, "_hidden", spy)
     side = emb.encode(texts, batch_size=4)
-    assert emb._texts_side_by_side and seen == {True}
-    emb._texts_side_by_side = False
+    assert {s[0] for s in seen} == {True} and (weights == "float32" or {s[1] for s in seen} == {1}), seen
     seen.clear()
+    monkeypatch.setattr(embed_mod, "_kernels_thread_safe", lambda: False)
+    monkeypatch.setattr(emb, "_float_only", False)
     serial = emb.encode(texts, batch_size=4)
-    assert seen == {False}
+    assert {s[0] for s in seen} == {False}
     np.testing.assert_array_equal(side, serial)
-    emb._texts_side_by_side = True
     np.testing.assert_array_equal(emb.encode(texts[2:3]), side[2:3])
-    emb.model.params = map_weights(emb.model.params, lambda w: quantize(w, "Q8_0") if w.ndim == 2 and
-                                   w.shape[0] != emb.model.config.vocab_size else w)
-    emb.activations = "float"
-    assert not emb._texts_side_by_side

@@ -101,3 +101,28 @@ def test_a_pool_task_never_waits_for_the_pool():
     seen = []
     parallel.run_all(lambda i: seen.append(parallel.matmul_t(x, w).sum() + parallel.budget() * 0), range(8))
     assert len(seen) == 8 and all(v == 64 * 2048 * 512 for v in seen)
+
+
+def _mmapped_bytes_holding_an_8mib_array(env: dict) -> int:
+    """In a fresh process: import mistral_np, allocate 8 MiB with NumPy, and ask glibc (mallinfo2's hblkhd) how
+    many bytes its blocks hold in mmapped regions."""
+    code = ("import ctypes, numpy as np, mistral_np\n"
+            "class Info(ctypes.Structure):\n"
+            "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks',"
+            " 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+            "libc = ctypes.CDLL('libc.so.6'); libc.mallinfo2.restype = Info\n"
+            "a = np.ones(1 << 21, np.float32)\n"
+            "print(libc.mallinfo2().hblkhd)")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env, "PYTHONPATH": ROOT}, capture_output=True,
+                         text=True, check=True)
+    return int(out.stdout)
+
+
+def test_large_temporaries_come_from_the_heap_unless_the_user_set_malloc():
+    """import mistral_np raises glibc's mmap threshold (threads.py:keep_freed_memory): an 8 MiB array is no longer
+    a fresh mapping (which page-faults in again every time a layer allocates it); a user's own setting wins."""
+    import platform
+    assert platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"  # the machines this suite runs on
+    assert _mmapped_bytes_holding_an_8mib_array({}) < 1 << 23
+    assert _mmapped_bytes_holding_an_8mib_array({"MALLOC_MMAP_THRESHOLD_": "131072"}) >= 1 << 23

@@ -19,11 +19,11 @@ It is reported, never silent: ``encode`` warns (``TruncationWarning``, with the 
 ``encode(..., return_info=True)`` returns which texts lost tokens (``EncodeInfo``) instead of warning.
 
 Padding never changes a result, by construction: each sequence runs through the backbone alone, at its own
-length. A float backbone runs the texts of a batch side by side on the thread pool (model/parallel.py:run_all),
-one text per thread with single-threaded BLAS, so that the per-layer element-wise NumPy (norms, RoPE, SiLU, the
-residual adds) runs on every core too, not only the products; a text's numbers are those of running it alone
-(the same BLAS calls on the same operands: tests/test_embed.py). Quantized backbones run one text at a time, their
-kernels parallel inside.  Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a
+length. The texts of a batch run side by side on the thread pool (model/parallel.py:run_all), one text per
+thread, so that the per-layer element-wise NumPy (norms, RoPE, SiLU, the residual adds) runs on every core
+too, not only the products: float products in the tiles of the thread budget on the text's thread, quantized
+kernels with one Numba thread (where Numba's threading layer allows launches from two threads). A text's
+numbers are those of running it alone, bit for bit (the same calls on the same operands: tests/test_embed.py).  Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a
 padded (B, T, D) array and its mask, exactly as sentence-transformers pools) and for the progress bar; the
 output rows come back in input order.  A batch holds at most ``batch_size`` texts and, with
 ``max_batch_tokens``, at most that many padded tokens (B x its longest sequence: what the (B, T, D) array
@@ -104,7 +104,7 @@ class Embedder:
         self._activations, self._weights = mode, decode_params(self.model.params, mode)
         kinds = set()
         map_weights(self._weights, lambda w: kinds.add(isinstance(w, np.ndarray)) or w)
-        self._texts_side_by_side = kinds == {True}  # float weights only: no parallel kernels inside
+        self._float_only = kinds == {True}  # else quantized kernels (Numba's threads) inside
 
     @property
     def dim(self) -> int:
@@ -208,12 +208,21 @@ class Embedder:
 
     def _hidden_all(self, id_lists: list[list[int]]) -> list[np.ndarray]:
         """Each text's final hidden states; a float backbone's texts side by side on the thread pool."""
-        if not self._texts_side_by_side or len(id_lists) < 2:
+        if len(id_lists) < 2 or not (self._float_only or _kernels_thread_safe()):
             return [self._hidden(ids) for ids in id_lists]
         out = [None] * len(id_lists)
 
         def one(i):
-            out[i] = self._hidden(id_lists[i])
+            if self._float_only:
+                out[i] = self._hidden(id_lists[i])
+                return
+            import numba
+            before = numba.get_num_threads()
+            numba.set_num_threads(1)  # this text's kernels on its own thread (Numba's setting is per thread)
+            try:
+                out[i] = self._hidden(id_lists[i])
+            finally:
+                numba.set_num_threads(before)
 
         run_all(one, range(len(id_lists)))
         return out
@@ -222,6 +231,16 @@ class Embedder:
         m = self.model
         ids = np.asarray(ids, dtype=np.int64)
         return hidden_states(self._weights, m.config, ids, np.arange(len(ids), dtype=np.int64), m.dtype)  # (T, D)
+
+
+def _kernels_thread_safe() -> bool:
+    """Whether Numba's parallel kernels may be launched from two threads at once: its "omp" and "tbb" threading
+    layers allow it, "workqueue" does not. Known once a kernel has run (until then: no)."""
+    import numba
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:
+        return False
 
 
 def _check_texts(texts) -> list[str]:
