@@ -133,18 +133,26 @@ load_f32x8 = _loader(4, F32x8)
 load_f16x8 = _loader(2, F32x8, _half_to_float)  # 8 fp16 bit patterns (uint16 array) -> float32, exact
 
 
-@intrinsic
-def store_f32x8(typingctx, arr, off, v):
-    """arr[off:off + 8] = v, for a contiguous 1-D float32 array (unchecked, like the loads)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.float32
-            and isinstance(off, types.Integer) and v == F32x8):
-        return None
+def _storer(vty):
+    """An intrinsic store(arr, off, v): arr[off:off + n] = v for a contiguous 1-D float32 array (unchecked, like
+    the loads)."""
 
-    def codegen(context, builder, sig, args):
-        builder.store(args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _V8F), align=1)
-        return context.get_dummy_value()
+    def store(typingctx, arr, off, v):
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.float32
+                and isinstance(off, types.Integer) and v == vty):
+            return None
 
-    return types.none(arr, off, v), codegen
+        def codegen(context, builder, sig, args):
+            ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], vty.llvm_type())
+            builder.store(args[2], ptr, align=1)
+            return context.get_dummy_value()
+
+        return types.none(arr, off, v), codegen
+
+    return intrinsic(store)
+
+
+store_f32x8 = _storer(F32x8)  # arr[off:off + 8] = v
 
 
 @intrinsic

@@ -29,7 +29,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .simd import WIDE_VNNI, Vec, _call, _features, _loader, _shuffle, _splat
+from .simd import WIDE_VNNI, Vec, _call, _features, _loader, _shuffle, _splat, _storer
 
 I8x64, I32x16, F32x16 = Vec("i", 8, 64), Vec("i", 32, 16), Vec("f", 32, 16)
 _V64I8, _V16I32, _V16F = I8x64.llvm_type(), I32x16.llvm_type(), F32x16.llvm_type()
@@ -181,38 +181,7 @@ def bcast_i8x64(typingctx, arr, off):
     return I8x64(arr, off), codegen
 
 
-def _splatter(vty, scalar):
-    @intrinsic
-    def splat(typingctx, x):
-        if not isinstance(x, (types.Integer, types.Float)):
-            return None
-
-        def codegen(context, builder, sig, args):
-            v = context.cast(builder, args[0], sig.args[0], scalar)
-            one = builder.insert_element(ir.Constant(vty.llvm_type(), None), v, ir.Constant(ir.IntType(32), 0))
-            return _shuffle(builder, one, one, [0] * vty.count)
-
-        return vty(x), codegen
-    return splat
-
-
-splat_i32x16 = _splatter(I32x16, types.int32)
-splat_f32x16 = _splatter(F32x16, types.float32)
-
-
-@intrinsic
-def store_f32x16(typingctx, arr, off, v):
-    """arr[off:off + 16] = v, for a contiguous 1-D float32 array (unchecked, like the loads)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.float32
-            and isinstance(off, types.Integer) and v == F32x16):
-        return None
-
-    def codegen(context, builder, sig, args):
-        from .simd import _data_ptr
-        builder.store(args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _V16F), align=1)
-        return context.get_dummy_value()
-
-    return types.none(arr, off, v), codegen
+store_f32x16 = _storer(F32x16)  # arr[off:off + 16] = v, a contiguous 1-D float32 array (unchecked)
 
 
 def _flat(arr, dtype) -> bool:
