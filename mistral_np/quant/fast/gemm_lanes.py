@@ -42,8 +42,8 @@ from numba import njit, prange
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .layout import V
 from .simd512 import (bcast_i8x64, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16, load_i8x64, mul_f32x16, nib_hi64,
-                      nib_lo64, bcast_f32x16, bcast_i32x16, store_f32x16, tile_group16,
-                      tile_q8_0_block16, zero_f32x16)
+                      nib_lo64, bcast_f32x16, bcast_i32x16, scales_group16, store_f32x16,
+                      tile_group16, tile_q8_0_block16, zero_f32x16)
 
 LANES = 16  # weight rows per tile: one int32 lane each
 TOKENS = 4  # tokens per micro-kernel call (4 accumulator pairs)
@@ -59,11 +59,12 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
     """Rows r0..r1 (at most 16), blocks b0..b1 of a decode-layout weight (qs32: its bytes as uint32 words,
     flat, rows of ``row_words``) -> the tile: wt32[(b - b0) * 64 + g * 16 + i] = word g of block b of row
     r0 + i; dt, mt the float32 scales and minimums, 16 per block. Whole groups of 16 rows are transposed
-    in registers (simd512.py:tile_group16); the tail blocks and a partial tile word by word, with zeros
-    for the missing rows (their lanes are computed and dropped)."""
+    in registers (simd512.py:tile_group16, scales_group16); the tail blocks and a partial tile word by word,
+    with zeros for the missing rows (their lanes are computed and dropped)."""
     n = r1 - r0
     nb = d.shape[1]
     row_words = nb * 4
+    df, mf = d.reshape(-1), m.reshape(-1)
     if n < LANES:
         wt32[:] = 0
         dt[:] = 0
@@ -72,18 +73,21 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
         if n == LANES and b < nv8:  # b0 is a multiple of 8: the chunk holds the group whole
             if b % V == 0:
                 tile_group16(qs32, r0 * row_words + (b // V) * 32, row_words, wt32, (b - b0) * 64)
+                scales_group16(df, r0 * nb + b, nb, dt, (b - b0) * LANES)
+                if has_m:
+                    scales_group16(mf, r0 * nb + b, nb, mt, (b - b0) * LANES)
+            continue
+        if b < nv8:
+            src, step = (b // V) * 32 + b % V, 8  # group c: word c*32 + g*8 + b mod 8 (layout.py)
         else:
-            if b < nv8:
-                src, step = (b // V) * 32 + b % V, 8  # group c: word c*32 + g*8 + b mod 8 (layout.py)
-            else:
-                src, step = nv8 * 4 + (b - nv8) * 4, 1  # the tail keeps ggml's order
-            o = (b - b0) * 64
-            for i in range(n):
-                w = (r0 + i) * row_words + src
-                wt32[o + i] = qs32[w]
-                wt32[o + 16 + i] = qs32[w + step]
-                wt32[o + 32 + i] = qs32[w + 2 * step]
-                wt32[o + 48 + i] = qs32[w + 3 * step]
+            src, step = nv8 * 4 + (b - nv8) * 4, 1  # the tail keeps ggml's order
+        o = (b - b0) * 64
+        for i in range(n):
+            w = (r0 + i) * row_words + src
+            wt32[o + i] = qs32[w]
+            wt32[o + 16 + i] = qs32[w + step]
+            wt32[o + 32 + i] = qs32[w + 2 * step]
+            wt32[o + 48 + i] = qs32[w + 3 * step]
         so = (b - b0) * LANES
         for i in range(n):
             dt[so + i] = lut[d[r0 + i, b]]

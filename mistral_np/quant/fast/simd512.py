@@ -286,3 +286,33 @@ def tile_q8_0_block16(typingctx, src, src_off, stride, dst, dst_off):
         return context.get_dummy_value()
 
     return types.none(src, src_off, stride, dst, dst_off), codegen
+
+
+@intrinsic
+def scales_group16(typingctx, src, src_off, stride, dst, dst_off):
+    """The fp16 scales of one group of 8 blocks of 16 rows (row i's at src[src_off + i*stride:][:8], uint16 bits) ->
+    float32 dst[dst_off + b*16 + i] (gemm_lanes.py's tile): converted and transposed in registers."""
+    if not (_flat(src, types.uint16) and _flat(dst, types.float32)
+            and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from .simd import _data_ptr
+        s, so, st, d, do = args
+        i64 = ir.IntType(64)
+        so, st = context.cast(builder, so, sig.args[1], types.intp), context.cast(builder, st, sig.args[2], types.intp)
+        do = context.cast(builder, do, sig.args[4], types.intp)
+        raw, f8 = ir.VectorType(ir.IntType(16), 8), ir.VectorType(ir.FloatType(), 8)
+        rows = []
+        for i in range(16):
+            off = builder.add(so, builder.mul(st, ir.Constant(i64, i)))
+            v = builder.load(_data_ptr(context, builder, sig.args[0], s, off, types.intp, raw), align=2)
+            f = builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), 8)), f8)
+            rows.append(_shuffle(builder, f, f, list(range(8)) * 2))
+        cols = _transpose16(builder, rows)
+        for b in range(8):
+            off = builder.add(do, ir.Constant(i64, 16 * b))
+            builder.store(cols[b], _data_ptr(context, builder, sig.args[3], d, off, types.intp, _V16F), align=4)
+        return context.get_dummy_value()
+
+    return types.none(src, src_off, stride, dst, dst_off), codegen
