@@ -22,8 +22,11 @@ differs from gemm.py's in the float32 order of the sum over blocks only, within 
 
 This is the layout of llama.cpp's repacked prompt kernels (ggml-cpu repack.cpp, ``block_q4_0x8``: blocks of
 8 rows interleaved); we keep the decode layout in memory (the file's size, once) and build the 16-row
-tile per chunk of blocks on the fly, in a small buffer of the work item: 4-byte words moved from the
-decode layout (Q4_0/Q4_1) or from ggml's 34-byte Q8_0 blocks (as q + 128, unsigned).
+tile per chunk of CHUNK_BLOCKS blocks on the fly, in a small buffer of the work item: 16 rows x 8 blocks of
+4-byte words (and their fp16 scales) transposed in registers (simd512.py:tile_group16, scales_group16), or
+ggml's 34-byte Q8_0 blocks a block at a time (tile_q8_0_block16, as q + 128, unsigned). Then 8 tokens at a
+time pass over the chunk: 8 weight vectors and 8 float accumulators in registers, 64 ``vpdpbusd`` a block.
+Work items are runs of whole tiles, split evenly between the threads (static, as gemm.py's).
 
 The activations are gemm.py's (``prepare_rows_int8``, 256-bit order): the 4 bytes of block b facing word
 g's low nibbles sit at c*256 + 64 g + 4 (b mod 8), c = b // 8, the high ones 32 bytes further.
@@ -41,14 +44,13 @@ from numba import njit, prange
 
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .layout import V
-from .simd512 import (bcast_i8x64, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16, load_i8x64, mul_f32x16, nib_hi64,
-                      nib_lo64, bcast_f32x16, bcast_i32x16, scales_group16, store_f32x16,
-                      tile_group16, tile_q8_0_block16, zero_f32x16)
+from .simd512 import (bcast_f32x16, bcast_i8x64, bcast_i32x16, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16,
+                      load_i8x64, mul_f32x16, nib_hi64, nib_lo64, scales_group16, store_f32x16, tile_group16,
+                      tile_q8_0_block16, zero_f32x16)
 
 LANES = 16  # weight rows per tile: one int32 lane each
-TOKENS = 4  # tokens per micro-kernel call (4 accumulator pairs)
-EIGHT = True
-CHUNK_BLOCKS = 128
+TOKENS = 8  # tokens per pass over a tile chunk (_tile_tokens8); a prompt's last 4 (T rounded up to 4) by _tile_tokens
+CHUNK_BLOCKS = 128  # blocks per chunk: the tile buffer is 128 * 256 bytes = 32 KiB (Q8_0: 64 KiB), in L1/L2
 
 
 # ---------------------------------------------------------------- tiles
@@ -271,15 +273,13 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
                     _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt)
                 else:
                     _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt)
-                t0 = 0
-                if EIGHT:
-                    while t0 + 8 <= t4:
-                        _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
-                                      t0, b0 == 0)
-                        t0 += 8
-                for t0 in range(t0, t4, TOKENS):
+                t8 = t4 // TOKENS * TOKENS
+                for t0 in range(0, t8, TOKENS):
+                    _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
+                                  t0, b0 == 0)
+                if t8 < t4:  # 4 more (t4 is a multiple of 4)
                     _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
-                                 t0, b0 == 0)
+                                 t8, b0 == 0)
     return y
 
 
