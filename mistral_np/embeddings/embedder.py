@@ -23,9 +23,10 @@ length. The texts of a batch run side by side on the thread pool (model/parallel
 thread, so that the per-layer element-wise NumPy (norms, RoPE, SiLU, the residual adds) runs on every core
 too, not only the products: float products in the tiles of the thread budget on the text's thread, quantized
 kernels with one Numba thread (where Numba's threading layer allows launches from two threads). A text's
-numbers are those of running it alone, bit for bit (the same calls on the same operands: tests/test_embed.py).  Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a
-padded (B, T, D) array and its mask, exactly as sentence-transformers pools) and for the progress bar; the
-output rows come back in input order.  A batch holds at most ``batch_size`` texts and, with
+numbers are those of running it alone, bit for bit (the same calls on the same operands: tests/test_embed.py).
+Texts are sorted by length and grouped in batches only for the pooling step (pooling.py, over a padded
+(B, T, D) array and its mask, exactly as sentence-transformers pools), for running side by side and for the
+progress bar; the output rows come back in input order.  A batch holds at most ``batch_size`` texts and, with
 ``max_batch_tokens``, at most that many padded tokens (B x its longest sequence: what the (B, T, D) array
 costs), as TEI's ``--max-batch-tokens`` bounds a batch; a text longer than the budget is a batch of its own.
 
@@ -207,7 +208,8 @@ class Embedder:
         return out
 
     def _hidden_all(self, id_lists: list[list[int]]) -> list[np.ndarray]:
-        """Each text's final hidden states; a float backbone's texts side by side on the thread pool."""
+        """Each text's final hidden states, the texts side by side on the thread pool (a quantized backbone's only
+        where Numba's threading layer takes launches from two threads; else one after another)."""
         if len(id_lists) < 2 or not (self._float_only or _kernels_thread_safe()):
             return [self._hidden(ids) for ids in id_lists]
         out = [None] * len(id_lists)
