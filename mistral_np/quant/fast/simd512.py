@@ -202,37 +202,83 @@ def _transpose16(builder, rows):
     return v
 
 
-@intrinsic
-def tile_group16(typingctx, src, src_off, stride, dst, dst_off):
-    """One group of 8 blocks of 16 decode-layout rows (word g*8 + b of row i at src[src_off + i*stride + 8g + b])
-    -> dst[dst_off + b*64 + g*16 + i] (gemm_lanes.py's tile): the 16 x 32 words transposed in registers."""
-    if not (_flat(src, types.uint32) and _flat(dst, types.uint32)
-            and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
-        return None
+def _tile_intrinsic(src_dtype, dst_dtype, body, doc: str):
+    """An intrinsic f(src, src_off, stride, dst, dst_off) over two flat arrays (read-only sources too), whose IR is
+    ``body(builder, load, store, row, do)``: load(off, vty, align) from src, store(value, off, align) into dst,
+    row(i) = src_off + i * stride, do = dst_off (element offsets, intp values). Unchecked, like the loads."""
 
-    def codegen(context, builder, sig, args):
-        from .simd import _data_ptr
-        s, so, st, d, do = args
-        i64 = ir.IntType(64)
-        so, st = context.cast(builder, so, sig.args[1], types.intp), context.cast(builder, st, sig.args[2], types.intp)
-        do = context.cast(builder, do, sig.args[4], types.intp)
-        halves = [[], []]
-        for i in range(16):
-            base = builder.add(so, builder.mul(st, ir.Constant(i64, i)))
-            for k in range(2):
-                off = builder.add(base, ir.Constant(i64, 16 * k))
-                ptr = _data_ptr(context, builder, sig.args[0], s, off, types.intp, _V16I32)
-                halves[k].append(builder.load(ptr, align=4))
-        for k in range(2):
-            cols = _transpose16(builder, halves[k])
-            for c in range(16):
-                word = 16 * k + c  # = 8 g + b
-                g, b = word // 8, word % 8
-                off = builder.add(do, ir.Constant(i64, b * 64 + g * 16))
-                builder.store(cols[c], _data_ptr(context, builder, sig.args[3], d, off, types.intp, _V16I32), align=4)
-        return context.get_dummy_value()
+    def f(typingctx, src, src_off, stride, dst, dst_off):
+        if not (_flat(src, src_dtype) and _flat(dst, dst_dtype)
+                and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
+            return None
 
-    return types.none(src, src_off, stride, dst, dst_off), codegen
+        def codegen(context, builder, sig, args):
+            from .simd import _data_ptr
+            s, so, st, d, do = args
+            so, st, do = (context.cast(builder, v, t, types.intp) for v, t in ((so, sig.args[1]), (st, sig.args[2]),
+                                                                                (do, sig.args[4])))
+
+            def load(off, vty, align):
+                return builder.load(_data_ptr(context, builder, sig.args[0], s, off, types.intp, vty), align=align)
+
+            def store(v, off, align):
+                builder.store(v, _data_ptr(context, builder, sig.args[3], d, off, types.intp, v.type), align=align)
+
+            def row(i):
+                return builder.add(so, builder.mul(st, ir.Constant(ir.IntType(64), i)))
+
+            body(builder, load, store, row, do)
+            return context.get_dummy_value()
+
+        return types.none(src, src_off, stride, dst, dst_off), codegen
+
+    f.__doc__ = doc
+    return intrinsic(f)
+
+
+def _at(builder, base, k):
+    return builder.add(base, ir.Constant(ir.IntType(64), k))
+
+
+def _group16_ir(builder, load, store, row, do):
+    halves = [[load(_at(builder, row(i), 16 * k), _V16I32, 4) for i in range(16)] for k in range(2)]
+    for k in range(2):
+        for c, col in enumerate(_transpose16(builder, halves[k])):
+            g, b = (16 * k + c) // 8, (16 * k + c) % 8  # word 8 g + b
+            store(col, _at(builder, do, b * 64 + g * 16), 4)
+
+
+def _q8_0_block16_ir(builder, load, store, row, do):
+    v8 = ir.VectorType(ir.IntType(32), 8)
+    rows = []
+    for i in range(16):
+        v = load(row(i), v8, 1)
+        rows.append(_shuffle(builder, v, v, list(range(8)) * 2))
+    flip = ir.Constant(_V16I32, [ir.Constant(ir.IntType(32), 0x80808080 - (1 << 32))] * 16)
+    for j, col in enumerate(_transpose16(builder, rows)[:8]):
+        store(builder.xor(col, flip), _at(builder, do, 64 * j), 1)
+
+
+def _scales16_ir(builder, load, store, row, do):
+    raw, f8 = ir.VectorType(ir.IntType(16), 8), ir.VectorType(ir.FloatType(), 8)
+    rows = []
+    for i in range(16):
+        f = builder.fpext(builder.bitcast(load(row(i), raw, 2), ir.VectorType(ir.HalfType(), 8)), f8)
+        rows.append(_shuffle(builder, f, f, list(range(8)) * 2))
+    for b, col in enumerate(_transpose16(builder, rows)[:8]):
+        store(col, _at(builder, do, 16 * b), 4)
+
+
+tile_group16 = _tile_intrinsic(types.uint32, types.uint32, _group16_ir, """One group of 8 blocks of 16 decode-layout
+    rows (word g*8 + b of row i at src[src_off + i*stride + 8g + b]) -> dst[dst_off + b*64 + g*16 + i]
+    (gemm_lanes.py's tile): the 16 x 32 words transposed in registers.""")
+tile_q8_0_block16 = _tile_intrinsic(types.uint8, types.uint8, _q8_0_block16_ir, """One Q8_0 block of 16 rows (its
+    32 int8 at src[src_off + i*stride:][:32], any byte alignment) -> dst[dst_off + 64 j + 4 i + k] = byte 4j + k
+    of row i, plus 128 (unsigned, as gemm_lanes.py's tile): 16 x 8 words transposed in registers.""")
+scales_group16 = _tile_intrinsic(types.uint16, types.float32, _scales16_ir, """The fp16 scales of one group of 8
+    blocks of 16 rows (row i's at src[src_off + i*stride:][:8], uint16 bits) -> float32 dst[dst_off + b*16 + i]
+    (gemm_lanes.py's tile): converted and transposed in registers.""")
+
 
 
 def _bcaster(ret, elem):
@@ -255,64 +301,3 @@ def _bcaster(ret, elem):
 
 bcast_i32x16 = _bcaster(I32x16, ir.IntType(32))  # an int32 array's element in every lane
 bcast_f32x16 = _bcaster(F32x16, ir.FloatType())  # a float32 array's element in every lane
-
-
-@intrinsic
-def tile_q8_0_block16(typingctx, src, src_off, stride, dst, dst_off):
-    """One Q8_0 block of 16 rows (its 32 int8 at src[src_off + i*stride:][:32], any byte alignment) -> dst[dst_off +
-    64 j + 4 i + k] = byte 4j + k of row i, plus 128 (unsigned, as gemm_lanes.py's tile): 16 x 8 words
-    transposed in registers."""
-    if not (_flat(src, types.uint8) and _flat(dst, types.uint8)
-            and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
-        return None
-
-    def codegen(context, builder, sig, args):
-        from .simd import _data_ptr
-        s, so, st, d, do = args
-        i64, v8 = ir.IntType(64), ir.VectorType(ir.IntType(32), 8)
-        so, st = context.cast(builder, so, sig.args[1], types.intp), context.cast(builder, st, sig.args[2], types.intp)
-        do = context.cast(builder, do, sig.args[4], types.intp)
-        rows = []
-        for i in range(16):
-            off = builder.add(so, builder.mul(st, ir.Constant(i64, i)))
-            v = builder.load(_data_ptr(context, builder, sig.args[0], s, off, types.intp, v8), align=1)
-            rows.append(_shuffle(builder, v, v, list(range(8)) * 2))
-        cols = _transpose16(builder, rows)
-        flip = ir.Constant(_V16I32, [ir.Constant(ir.IntType(32), 0x80808080 - (1 << 32))] * 16)
-        for j in range(8):
-            off = builder.add(do, ir.Constant(i64, 64 * j))
-            builder.store(builder.xor(cols[j], flip), _data_ptr(context, builder, sig.args[3], d, off, types.intp, _V16I32),
-                          align=1)
-        return context.get_dummy_value()
-
-    return types.none(src, src_off, stride, dst, dst_off), codegen
-
-
-@intrinsic
-def scales_group16(typingctx, src, src_off, stride, dst, dst_off):
-    """The fp16 scales of one group of 8 blocks of 16 rows (row i's at src[src_off + i*stride:][:8], uint16 bits) ->
-    float32 dst[dst_off + b*16 + i] (gemm_lanes.py's tile): converted and transposed in registers."""
-    if not (_flat(src, types.uint16) and _flat(dst, types.float32)
-            and all(isinstance(a, types.Integer) for a in (src_off, stride, dst_off))):
-        return None
-
-    def codegen(context, builder, sig, args):
-        from .simd import _data_ptr
-        s, so, st, d, do = args
-        i64 = ir.IntType(64)
-        so, st = context.cast(builder, so, sig.args[1], types.intp), context.cast(builder, st, sig.args[2], types.intp)
-        do = context.cast(builder, do, sig.args[4], types.intp)
-        raw, f8 = ir.VectorType(ir.IntType(16), 8), ir.VectorType(ir.FloatType(), 8)
-        rows = []
-        for i in range(16):
-            off = builder.add(so, builder.mul(st, ir.Constant(i64, i)))
-            v = builder.load(_data_ptr(context, builder, sig.args[0], s, off, types.intp, raw), align=2)
-            f = builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), 8)), f8)
-            rows.append(_shuffle(builder, f, f, list(range(8)) * 2))
-        cols = _transpose16(builder, rows)
-        for b in range(8):
-            off = builder.add(do, ir.Constant(i64, 16 * b))
-            builder.store(cols[b], _data_ptr(context, builder, sig.args[3], d, off, types.intp, _V16F), align=4)
-        return context.get_dummy_value()
-
-    return types.none(src, src_off, stride, dst, dst_off), codegen
