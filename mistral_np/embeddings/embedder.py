@@ -51,7 +51,7 @@ import numpy as np
 from ..errors import ArgumentTypeError, EmbedderConfigError, InvalidArgumentError
 from ..model.forward import hidden_states
 from ..model.parallel import run_all
-from ..model.params import map_weights
+from ..model.params import named_weights
 from .pooling import POOLING, l2_normalize, pad_batch
 from .presets import PRESETS, TASKS, EmbedConfig, get_preset, preset_for_name, read_st_folder
 
@@ -103,9 +103,8 @@ class Embedder:
         if mode not in ("auto", "int8", "float"):
             raise InvalidArgumentError(f"activations must be 'auto', 'int8' or 'float', got {mode!r}")
         self._activations, self._weights = mode, decode_params(self.model.params, mode)
-        kinds = set()
-        map_weights(self._weights, lambda w: kinds.add(isinstance(w, np.ndarray)) or w)
-        self._float_only = kinds == {True}  # else quantized kernels (Numba's threads) inside
+        self._float_only = all(isinstance(w, np.ndarray)  # else quantized kernels (Numba's threads) inside
+                               for w in named_weights(self._weights, self.model.config).values())
 
     @property
     def dim(self) -> int:

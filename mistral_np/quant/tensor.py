@@ -67,7 +67,7 @@ def resolve_activations(w, mode: str) -> str:
     """"auto" -> "int8" or "float" for this weight (AUTO_INT8_MIN_IN, AUTO_INT8_NARROW); any other mode as it is."""
     if mode != "auto":
         return mode
-    if w.shape[1] >= AUTO_INT8_MIN_IN or (getattr(w, "qtype", "") in AUTO_INT8_NARROW and kernels.gemm_lanes()):
+    if w.shape[1] >= AUTO_INT8_MIN_IN or (w.qtype in AUTO_INT8_NARROW and kernels.gemm_lanes()):
         return "int8"
     return "float"
 

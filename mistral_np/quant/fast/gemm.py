@@ -41,7 +41,7 @@ with 2 threads, whose atomic reference counts on the shared weight's views bounc
     x (T, in) float32 --prepare_rows_int8--> Activations: xr (T4, G*256) int8 in the kernel's order, and
         per block: nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq (float32), (T4, G*8) each,
         per 16 lanes (wide kernel): nsxo16, dx16, dxs16 (T4, G*16)
-        T4 = T rounded up to 4, G = nb / 8 rounded up: padding is zeros, and its results are dropped
+        T4 = T rounded up to 4 (gemm_lanes.py: 8), G = nb / 8 rounded up: padding is zeros, results dropped
 
 The nb mod 8 blocks after the last whole group (SmolLM2's rows of 576 have 2) form one more, padded
 group: each work item copies its rows' tail blocks into a zero-padded group (d = m = 0) that the same
@@ -151,11 +151,11 @@ def _quantize_row(x, offset, wide, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16, pos):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _prepare(x, offset, wide, pos):
+def _prepare(x, offset, wide, pos, tokens):
     t_real, n = x.shape
     ng = (n // Q + V - 1) // V
     nw = ng * 16 if wide else 0
-    t4 = (t_real + TOKENS - 1) // TOKENS * TOKENS
+    t4 = (t_real + tokens - 1) // tokens * tokens
     xr = np.zeros((t4, ng * 256), dtype=np.int8)
     nsxo, dx, dxs = np.zeros((t4, ng * V), np.int32), np.zeros((t4, ng * V), np.float32), np.zeros((t4, ng * V), np.float32)
     nsxo16, dx16, dxs16 = np.zeros((t4, nw), np.int32), np.zeros((t4, nw), np.float32), np.zeros((t4, nw), np.float32)
@@ -164,9 +164,10 @@ def _prepare(x, offset, wide, pos):
     return xr, nsxo, dx, dxs, nsxo16, dx16, dxs16
 
 
-def prepare_rows_int8(x: np.ndarray, offset: int, wide: bool) -> Activations:
-    """x (T, in) float32 -> Activations for a weight with this offset (8 Q4_0, 0 Q4_1, 128 Q8_0)."""
-    return Activations(*_prepare(x, offset, wide, POSITIONS_WIDE if wide else POSITIONS))
+def prepare_rows_int8(x: np.ndarray, offset: int, wide: bool, tokens: int = TOKENS) -> Activations:
+    """x (T, in) float32 -> Activations for a weight with this offset (8 Q4_0, 0 Q4_1, 128 Q8_0), T padded with
+    zero rows to a multiple of ``tokens`` (the micro-kernel's: 4 here, 8 in gemm_lanes.py)."""
+    return Activations(*_prepare(x, offset, wide, POSITIONS_WIDE if wide else POSITIONS, tokens))
 
 
 def _arrays(a: Activations, wide: bool):

@@ -28,7 +28,7 @@ ggml's 34-byte Q8_0 blocks a block at a time (tile_q8_0_block16, as q + 128, uns
 time pass over the chunk: 8 weight vectors and 8 float accumulators in registers, 64 ``vpdpbusd`` a block.
 Work items are runs of whole tiles, split evenly between the threads (static, as gemm.py's).
 
-The activations are gemm.py's (``prepare_rows_int8``, 256-bit order): the 4 bytes of block b facing word
+The activations are gemm.py's (``prepare_rows_int8`` with tokens=TOKENS, 256-bit order): the 4 bytes of block b facing word
 g's low nibbles sit at c*256 + 64 g + 4 (b mod 8), c = b // 8, the high ones 32 bytes further.
 
 Chosen where the CPU has AVX-512 VNNI (kernels.py:gemm_lanes); elsewhere it compiles to plain exact IR
@@ -49,7 +49,7 @@ from .simd512 import (bcast_f32x16, bcast_i8x64, bcast_i32x16, cvt_i32x16, dpbus
                       tile_q8_0_block16, zero_f32x16)
 
 LANES = 16  # weight rows per tile: one int32 lane each
-TOKENS = 8  # tokens per pass over a tile chunk (_tile_tokens8); a prompt's last 4 (T rounded up to 4) by _tile_tokens
+TOKENS = 8  # tokens per pass over a tile chunk; prompts are padded with zero rows to a multiple of 8
 CHUNK_BLOCKS = 128  # blocks per chunk: the tile buffer is 128 * 256 bytes = 32 KiB (Q8_0: 64 KiB), in L1/L2
 
 
@@ -125,7 +125,7 @@ def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt):
             dt[(b - b0) * LANES + i] = lut[np.uint16(row[src]) | (np.uint16(row[src + 1]) << 8)]
 
 
-# ---------------------------------------------------------------- one block, 16 rows, 4 tokens
+# ---------------------------------------------------------------- one block, 16 rows, 8 tokens
 
 
 @njit(cache=True)
@@ -167,38 +167,9 @@ def _byte_vectors(wt, o):
 
 @njit(cache=True)
 def _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0, t0, first):
-    """y[t0:t0+4, r0:r0+16] (+)= the tile's blocks b0..b1 times tokens t0..t0+3 (from 0 if ``first``, else
-    continuing the stored partial sums). Q4_1 adds m * dx sum xq after each block's product."""
-    if first:
-        y0, y1, y2, y3 = zero_f32x16(), zero_f32x16(), zero_f32x16(), zero_f32x16()
-    else:
-        y0, y1 = load_f32x16(yf, t0 * ystride + r0), load_f32x16(yf, (t0 + 1) * ystride + r0)
-        y2, y3 = load_f32x16(yf, (t0 + 2) * ystride + r0), load_f32x16(yf, (t0 + 3) * ystride + r0)
-    for b in range(b0, b1):
-        lb = b - b0
-        u = _nibble_vectors(wt, lb * 256) if nibbles else _byte_vectors(wt, lb * 512)
-        d16 = load_f32x16(dt, lb * LANES)
-        xo = t0 * xrow + (b // V) * 256 + (b % V) * 4
-        s0, s1, s2, s3 = t0 * srow + b, (t0 + 1) * srow + b, (t0 + 2) * srow + b, (t0 + 3) * srow + b
-        y0 = _token(y0, u, d16, xf, xo, nsf, dxf, s0)
-        y1 = _token(y1, u, d16, xf, xo + xrow, nsf, dxf, s1)
-        y2 = _token(y2, u, d16, xf, xo + 2 * xrow, nsf, dxf, s2)
-        y3 = _token(y3, u, d16, xf, xo + 3 * xrow, nsf, dxf, s3)
-        if has_m:
-            m16 = load_f32x16(mt, lb * LANES)
-            y0 = fma_f32x16(m16, bcast_f32x16(dxsf, s0), y0)
-            y1 = fma_f32x16(m16, bcast_f32x16(dxsf, s1), y1)
-            y2 = fma_f32x16(m16, bcast_f32x16(dxsf, s2), y2)
-            y3 = fma_f32x16(m16, bcast_f32x16(dxsf, s3), y3)
-    store_f32x16(yf, t0 * ystride + r0, y0)
-    store_f32x16(yf, (t0 + 1) * ystride + r0, y1)
-    store_f32x16(yf, (t0 + 2) * ystride + r0, y2)
-    store_f32x16(yf, (t0 + 3) * ystride + r0, y3)
-
-
-@njit(cache=True)
-def _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0, t0, first):
-    """_tile_tokens for 8 tokens: each block's 8 weight vectors serve 8 tokens."""
+    """y[t0:t0+8, r0:r0+16] (+)= the tile's blocks b0..b1 times tokens t0..t0+7 (from 0 if ``first``, else
+    continuing the stored partial sums): each block's 8 weight vectors serve 8 tokens. Q4_1 adds m * dx sum xq
+    after each block's product."""
     if first:
         y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = zero_f32x16()
     else:
@@ -245,8 +216,9 @@ def _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
-    """y (T4, out rounded up to 16) for a nibble weight (qs32, d, m; ``nibbles``) or Q8_0 bytes (``blocks``)."""
-    t4 = xr.shape[0]
+    """y (T8, out rounded up to 16) for a nibble weight (qs32, d, m; ``nibbles``) or Q8_0 bytes (``blocks``); the
+    activations prepared with tokens=TOKENS."""
+    t8 = xr.shape[0]
     if nibbles:
         out_dim, nb = d.shape
     else:
@@ -254,7 +226,7 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
     nv8 = nb // V * V
     ntiles = (out_dim + LANES - 1) // LANES
     ystride = ntiles * LANES
-    y = np.empty((t4, ystride), dtype=np.float32)
+    y = np.empty((t8, ystride), dtype=np.float32)
     yf, xf, nsf, dxf, dxsf = y.reshape(-1), xr.reshape(-1), ss.reshape(-1), es.reshape(-1), ms.reshape(-1)
     xrow, srow = xr.shape[1], ss.shape[1]
     kb = min(nb, CHUNK_BLOCKS)
@@ -273,13 +245,9 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
                     _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt)
                 else:
                     _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt)
-                t8 = t4 // TOKENS * TOKENS
-                for t0 in range(0, t8, TOKENS):
-                    _tile_tokens8(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
-                                  t0, b0 == 0)
-                if t8 < t4:  # 4 more (t4 is a multiple of 4)
+                for t0 in range(0, t8, TOKENS):  # t8: a multiple of TOKENS (prepare_rows_int8's padding)
                     _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
-                                 t8, b0 == 0)
+                                 t0, b0 == 0)
     return y
 
 
@@ -293,12 +261,13 @@ def _trim(y: np.ndarray, out_dim: int) -> np.ndarray:
 
 
 def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, lut, n_groups):
-    """y (T4, out) = prepared rows (gemm.py:_arrays(a, False)) times a decode-layout Q4_0/Q4_1 weight."""
+    """y (T8, out) = prepared rows (gemm.py:_arrays(a, False), tokens=TOKENS) times a decode-layout Q4_0/Q4_1
+    weight."""
     y = _gemm(xr, ss, es, ms, qs.reshape(-1).view(np.uint32), d, m, has_m, _NO_BLOCKS, lut, True, n_groups)
     return _trim(y, d.shape[0])
 
 
 def gemm_q8_0_int8(xr, ss, es, ms, blocks, lut, n_groups):
-    """y (T4, out) = prepared rows (offset 128) times Q8_0 bytes (out, nb*34)."""
+    """y (T8, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34)."""
     y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, False, blocks, lut, False, n_groups)
     return _trim(y, blocks.shape[0])

@@ -220,10 +220,11 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     _check_mode(activations)
     if x.shape[0] > 1 and activations == "int8":  # prefill, integer dot products (gemm.py)
         wide = wide_gemm()
-        a = gemm.prepare_rows_int8(x, lay.offset, wide)
         if gemm_lanes() and not wide:  # rows as lanes (gemm_lanes.py)
+            a = gemm.prepare_rows_int8(x, lay.offset, False, gemm_lanes_kernels.TOKENS)
             return _gemm(gemm_lanes_kernels.gemm_nibbles_int8, (*gemm._arrays(a, False), lay.qs, lay.d, m, has_m,
                                                                F16_TO_F32), out_dim, x.shape[0])
+        a = gemm.prepare_rows_int8(x, lay.offset, wide)
         return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide, gemm_pairs()),
                      out_dim, x.shape[0])
     if x.shape[0] > 1:  # prefill, float: tiles of dequantized rows and BLAS
@@ -326,10 +327,11 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     _check_mode(activations)
     if x.shape[0] > 1 and activations == "int8":
         wide = wide_gemm()
-        a = gemm.prepare_rows_int8(x, 128, wide)
         if gemm_lanes() and not wide:
+            a = gemm.prepare_rows_int8(x, 128, False, gemm_lanes_kernels.TOKENS)
             return _gemm(gemm_lanes_kernels.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, F16_TO_F32), rows.shape[0],
                          x.shape[0])
+        a = gemm.prepare_rows_int8(x, 128, wide)
         return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs()), rows.shape[0],
                      x.shape[0])
     if x.shape[0] > 1:
