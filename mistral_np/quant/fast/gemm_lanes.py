@@ -28,8 +28,8 @@ ggml's 34-byte Q8_0 blocks a block at a time (tile_q8_0_block16, as q + 128, uns
 time pass over the chunk: 8 weight vectors and 8 float accumulators in registers, 64 ``vpdpbusd`` a block.
 Work items are runs of whole tiles, split evenly between the threads (static, as gemm.py's).
 
-The activations are gemm.py's (``prepare_rows_int8`` with tokens=TOKENS, 256-bit order): the 4 bytes of block b facing word
-g's low nibbles sit at c*256 + 64 g + 4 (b mod 8), c = b // 8, the high ones 32 bytes further.
+The activations are gemm.py's (``prepare_rows_int8`` with tokens=TOKENS, 256-bit order): the 4 bytes of block
+b facing word g's low nibbles sit at c*256 + 64 g + 4 (b mod 8), c = b // 8, the high ones 32 bytes further.
 
 Chosen where the CPU has AVX-512 VNNI (kernels.py:gemm_lanes); elsewhere it compiles to plain exact IR
 (the tests run it on every CPU).
