@@ -338,22 +338,39 @@ def test_the_lanes_gemm_is_chosen_with_avx512_vnni_unless_refused(monkeypatch):
     assert kernels.gemm_lanes() is False
 
 
-GEMM_KINDS = ["256-bit", "256-bit pairs", "512-bit", "rows as lanes"]
+def test_the_256_bit_lanes_gemm_is_chosen_for_narrow_rows_without_avx512_vnni(monkeypatch):
+    monkeypatch.delenv(kernels.LANES_GEMM, raising=False)
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: False)
+    assert kernels.lanes_kernels(576) is kernels.gemm_lanes256_kernels
+    assert kernels.lanes_kernels(kernels.LANES256_MAX_IN) is None  # gemm.py's kernel for wide rows
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: True)
+    assert kernels.lanes_kernels(576) is kernels.gemm_lanes_kernels
+    assert kernels.lanes_kernels(4096) is kernels.gemm_lanes_kernels
+    monkeypatch.setenv(kernels.LANES_GEMM, "0")
+    assert kernels.lanes_kernels(576) is None
+    monkeypatch.setattr(kernels, "has_wide_vnni", lambda: False)
+    assert kernels.lanes_kernels(576) is None
+
+
+GEMM_KINDS = ["256-bit", "256-bit pairs", "512-bit", "rows as lanes", "rows as lanes, 256-bit"]
 
 
 def use_gemm(monkeypatch, kind):
-    """Make the prompt GEMM ``kind``, whatever this CPU would choose."""
+    """Make the prompt GEMM ``kind``, whatever this CPU would choose (the 256-bit lanes kernel for rows of any
+    width)."""
     monkeypatch.setattr(kernels, "wide_gemm", lambda: kind == "512-bit")
     monkeypatch.setattr(kernels, "gemm_pairs", lambda: kind == "256-bit pairs")
     monkeypatch.setattr(kernels, "gemm_lanes", lambda: kind == "rows as lanes")
+    monkeypatch.setattr(kernels, "gemm_lanes256", lambda: kind == "rows as lanes, 256-bit")
+    monkeypatch.setattr(kernels, "LANES256_MAX_IN", 1 << 30)
 
 
 @pytest.fixture(params=GEMM_KINDS)
 def gemm_width(request, monkeypatch):
     """Run every prompt GEMM on every CPU: the 256-bit one a row and two rows at a time, the 512-bit one and the
-    rows-as-lanes one (gemm_lanes.py). Where the CPU lacks AVX-512 VNNI the 512-bit kernels compile to plain
-    exact IR (slow, never chosen there, but the same numbers), the pairs to the AVX2 products (not chosen there
-    either)."""
+    rows-as-lanes ones (gemm_lanes.py, gemm_lanes256.py). Where the CPU lacks AVX-512 VNNI the 512-bit kernels
+    compile to plain exact IR (slow, never chosen there, but the same numbers), the pairs to the AVX2 products
+    (not chosen there either)."""
     use_gemm(monkeypatch, request.param)
     return request.param
 

@@ -53,7 +53,9 @@ into the same order as the activations (tail group padded), as unsigned bytes q 
 then starts at -128 sum xq): VNNI takes any unsigned byte; AVX2 splits them into nibbles (dot8_bytes).
 
 Where the CPU has AVX-512 VNNI, prompts go instead to gemm_lanes.py (16 weight rows as the lanes of a vector,
-the activations broadcast; 1.3-5x faster on Zen 5). These kernels serve AVX2 CPUs and are tested everywhere.
+the activations broadcast; 1.3-5x faster on Zen 5); elsewhere, rows narrower than 2048 go to gemm_lanes256.py
+(8 rows as lanes; 2.7x faster on SmolLM2's 576-wide rows on AMD Zen 3, slower on 4096-wide ones). These kernels
+serve AVX2 CPUs' wide rows and are tested everywhere.
 
 next: gemm_lanes.py.
 """

@@ -34,7 +34,7 @@ b facing word g's low nibbles sit at c*256 + 64 g + 4 (b mod 8), c = b // 8, the
 Chosen where the CPU has AVX-512 VNNI (kernels.py:gemm_lanes); elsewhere it compiles to plain exact IR
 (the tests run it on every CPU).
 
-next: kernels.py (entry points).
+next: gemm_lanes256.py (the same on 256 bits).
 """
 
 from __future__ import annotations

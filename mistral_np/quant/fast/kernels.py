@@ -46,6 +46,7 @@ from ..q4_1 import BLOCK_BYTES as Q4_1_BYTES
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from . import decode, gemm
 from . import gemm_lanes as gemm_lanes_kernels
+from . import gemm_lanes256 as gemm_lanes256_kernels
 from .layout import V, NibbleLayout, repack
 from .simd512 import has_wide_vnni
 
@@ -220,10 +221,11 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
     _check_mode(activations)
     if x.shape[0] > 1 and activations == "int8":  # prefill, integer dot products (gemm.py)
         wide = wide_gemm()
-        if gemm_lanes() and not wide:  # rows as lanes (gemm_lanes.py)
-            a = gemm.prepare_rows_int8(x, lay.offset, False, gemm_lanes_kernels.TOKENS)
-            return _gemm(gemm_lanes_kernels.gemm_nibbles_int8, (*gemm._arrays(a, False), lay.qs, lay.d, m, has_m,
-                                                               F16_TO_F32), out_dim, x.shape[0])
+        lanes = None if wide else lanes_kernels(nb * Q)
+        if lanes is not None:  # rows as lanes (gemm_lanes.py, gemm_lanes256.py)
+            a = gemm.prepare_rows_int8(x, lay.offset, False, lanes.TOKENS)
+            return _gemm(lanes.gemm_nibbles_int8, (*gemm._arrays(a, False), lay.qs, lay.d, m, has_m, F16_TO_F32),
+                         out_dim, x.shape[0])
         a = gemm.prepare_rows_int8(x, lay.offset, wide)
         return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide, gemm_pairs()),
                      out_dim, x.shape[0])
@@ -294,6 +296,25 @@ def gemm_lanes() -> bool:
     return os.environ.get(LANES_GEMM) != "0" and has_wide_vnni()
 
 
+LANES256_MAX_IN = 2048  # gemm_lanes256.py for rows narrower than this; wider rows ran faster on gemm.py's kernel
+
+
+def gemm_lanes256() -> bool:
+    """Whether prompts on narrow rows (in < LANES256_MAX_IN) use gemm_lanes256.py (8 weight rows as the lanes of a
+    256-bit vector): where the CPU has no AVX-512 VNNI (AVX2 machines such as AMD Zen 3), unless LANES_GEMM=0.
+    On AMD Zen 3 it ran 2.7x faster than gemm.py's kernel on SmolLM2's 576-wide rows and 0.7-0.9x as fast on
+    4096-wide ones (docs/performance.md)."""
+    return os.environ.get(LANES_GEMM) != "0" and not has_wide_vnni()
+
+
+def lanes_kernels(in_dim: int):
+    """The rows-as-lanes GEMM module for a prompt times a weight of ``in_dim`` inputs (gemm_lanes.py on AVX-512
+    VNNI; gemm_lanes256.py for narrow rows elsewhere), or None for gemm.py's kernels."""
+    if gemm_lanes():
+        return gemm_lanes_kernels
+    return gemm_lanes256_kernels if gemm_lanes256() and in_dim < LANES256_MAX_IN else None
+
+
 def _gemm(fn, args, out_dim, t):
     """Run an int8 GEMM (gemm.py): row groups split evenly between the threads. Not handed out one at a
     time as for decode: under a chunk size, Numba 0.68 ran these loops 6-13x slower (measured with 2 and 32
@@ -327,10 +348,10 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     _check_mode(activations)
     if x.shape[0] > 1 and activations == "int8":
         wide = wide_gemm()
-        if gemm_lanes() and not wide:
-            a = gemm.prepare_rows_int8(x, 128, False, gemm_lanes_kernels.TOKENS)
-            return _gemm(gemm_lanes_kernels.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, F16_TO_F32), rows.shape[0],
-                         x.shape[0])
+        lanes = None if wide else lanes_kernels(x.shape[1])
+        if lanes is not None:
+            a = gemm.prepare_rows_int8(x, 128, False, lanes.TOKENS)
+            return _gemm(lanes.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, F16_TO_F32), rows.shape[0], x.shape[0])
         a = gemm.prepare_rows_int8(x, 128, wide)
         return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs()), rows.shape[0],
                      x.shape[0])

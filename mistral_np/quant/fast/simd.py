@@ -420,3 +420,53 @@ def prefetch(typingctx, arr, off):
         return context.get_dummy_value()
 
     return types.none(arr, off), codegen
+
+
+# ---------------------------------------------------------------- rows as lanes (gemm_lanes.py, gemm_lanes256.py)
+
+
+def bcaster(ret: Vec, elem):
+    """An intrinsic bcast(arr, off): arr[off] (an int32 or float32 element, ``elem``) in every lane of ``ret``
+    (unchecked, no wrap-around, like the loads). LLVM folds it into a broadcast load."""
+
+    @intrinsic
+    def bcast(typingctx, arr, off):
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 32
+                and isinstance(off, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem), align=4)
+            one = builder.insert_element(ir.Constant(ret.llvm_type(), None), x, ir.Constant(_i32, 0))
+            return _shuffle(builder, one, one, [0] * ret.count)
+
+        return ret(arr, off), codegen
+
+    return bcast
+
+
+def bytes_bcaster(ret: Vec):
+    """An intrinsic bcast(arr, off): the 4 bytes at arr[off:off + 4] (int8 or uint8) in each int32 lane of ``ret``
+    (viewed as bytes): the token's 4 activation bytes facing every weight row at once."""
+
+    @intrinsic
+    def bcast(typingctx, arr, off):
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 8
+                and isinstance(off, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            lanes = ret.count // 4
+            word = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _i32), align=1)
+            one = builder.insert_element(ir.Constant(ir.VectorType(_i32, lanes), None), word, ir.Constant(_i32, 0))
+            return builder.bitcast(_shuffle(builder, one, one, [0] * lanes), ret.llvm_type())
+
+        return ret(arr, off), codegen
+
+    return bcast
+
+
+bcast_i8x32 = bytes_bcaster(I8x32)  # 4 bytes in each of the 8 int32 lanes (vpbroadcastd)
+bcast_i32x8 = bcaster(I32x8, _i32)  # an int32 array's element in every lane
+bcast_f32x8 = bcaster(F32x8, ir.FloatType())  # a float32 array's element in every lane
+x16_i32x8 = _unary(I32x8, I32x8, lambda b, v: b.shl(v, _splat(_V8I32, 4)))  # 16 v, exact while |v| < 2**27

@@ -29,7 +29,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .simd import WIDE_VNNI, Vec, _call, _features, _loader, _shuffle, _splat, _storer
+from .simd import WIDE_VNNI, Vec, _call, _features, _loader, _shuffle, _splat, _storer, bcaster, bytes_bcaster
 
 I8x64, I32x16, F32x16 = Vec("i", 8, 64), Vec("i", 32, 16), Vec("f", 32, 16)
 _V64I8, _V16I32, _V16F = I8x64.llvm_type(), I32x16.llvm_type(), F32x16.llvm_type()
@@ -163,23 +163,7 @@ def hsum_f32x16(typingctx, v):
 # ---------------------------------------------------------------- rows as lanes (gemm_lanes.py)
 
 
-@intrinsic
-def bcast_i8x64(typingctx, arr, off):
-    """The 4 bytes at arr[off:off + 4] (int8 or uint8) in each of the 16 int32 lanes: LLVM folds this into the
-    next ``vpdpbusd``'s memory operand as an embedded broadcast ({1to16})."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 8
-            and isinstance(off, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        from .simd import _data_ptr
-        i32 = ir.IntType(32)
-        word = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], i32), align=1)
-        one = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(i32, 0))
-        return builder.bitcast(_shuffle(builder, one, one, [0] * 16), _V64I8)
-
-    return I8x64(arr, off), codegen
-
+bcast_i8x64 = bytes_bcaster(I8x64)  # 4 bytes in each of the 16 lanes: folded into vpdpbusd's {1to16} operand
 
 store_f32x16 = _storer(F32x16)  # arr[off:off + 16] = v, a contiguous 1-D float32 array (unchecked)
 
@@ -279,25 +263,5 @@ scales_group16 = _tile_intrinsic(types.uint16, types.float32, _scales16_ir, """T
     blocks of 16 rows (row i's at src[src_off + i*stride:][:8], uint16 bits) -> float32 dst[dst_off + b*16 + i]
     (gemm_lanes.py's tile): converted and transposed in registers.""")
 
-
-
-def _bcaster(ret, elem):
-    @intrinsic
-    def bcast(typingctx, arr, off):
-        """arr[off] in all 16 lanes (int32 or float32 array; unchecked, no wraparound, like the loads)."""
-        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype.bitwidth == 32
-                and isinstance(off, types.Integer)):
-            return None
-
-        def codegen(context, builder, sig, args):
-            from .simd import _data_ptr
-            x = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem), align=4)
-            one = builder.insert_element(ir.Constant(ret.llvm_type(), None), x, ir.Constant(ir.IntType(32), 0))
-            return _shuffle(builder, one, one, [0] * 16)
-
-        return ret(arr, off), codegen
-    return bcast
-
-
-bcast_i32x16 = _bcaster(I32x16, ir.IntType(32))  # an int32 array's element in every lane
-bcast_f32x16 = _bcaster(F32x16, ir.FloatType())  # a float32 array's element in every lane
+bcast_i32x16 = bcaster(I32x16, ir.IntType(32))  # an int32 array's element in every lane
+bcast_f32x16 = bcaster(F32x16, ir.FloatType())  # a float32 array's element in every lane
