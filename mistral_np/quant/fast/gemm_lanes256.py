@@ -85,7 +85,9 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
 @njit(cache=True)
 def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt):
     """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes (out, nb*34) -> 16 vectors a block: wt32[(b - b0) * 128 +
-    (8 h + j) * 8 + i] = nibbles h of word ORDER[j] of q + 128 (block b, row r0 + i), dt the float32 scales."""
+    (8 h + j) * 8 + i] = nibbles h of word w_j of q + 128 (block b, row r0 + i), dt the float32 scales. The words
+    go in the order w_j = 0, 4, 1, 5, 2, 6, 3, 7 (elements 4g.. face activation vector 2g, elements 16 + 4g..
+    vector 2g + 1, as gemm_lanes.py:_byte_vectors)."""
     n = r1 - r0
     if n < LANES:
         wt32[:] = 0
@@ -96,7 +98,7 @@ def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt):
             row = blocks[r0 + i]
             src = b * Q8_0_BYTES
             for j in range(8):
-                k = src + 2 + 4 * ((j // 2) + 4 * (j % 2))  # word ORDER[j] = 0, 4, 1, 5, 2, 6, 3, 7
+                k = src + 2 + 4 * ((j // 2) + 4 * (j % 2))  # word w_j
                 word = (np.uint32(row[k]) | (np.uint32(row[k + 1]) << 8) | (np.uint32(row[k + 2]) << 16)
                         | (np.uint32(row[k + 3]) << 24)) ^ np.uint32(0x80808080)
                 wt32[o + 8 * j + i] = word & LOW
