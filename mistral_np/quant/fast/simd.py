@@ -18,7 +18,9 @@ features Numba compiles for (its own setting, so cached code stays consistent); 
 such products at once; the last one uses 512-bit ``vpdpbusd`` where the CPU has AVX-512 VNNI (exact integer
 sums: the result does not depend on the lowering).
 
-Loads are unaligned and unchecked: callers keep offsets inside the arrays (element offsets).
+Loads are unaligned and unchecked: callers keep offsets inside the arrays (element offsets). The last
+section holds the broadcasts of the rows-as-lanes prompt GEMMs (gemm_lanes.py, gemm_lanes256.py), for both
+widths.
 
 tests/test_quant_kernels.py compiles each lowering of ``dpbusd`` and of the prompt GEMM's dot steps
 with llvmlite for this CPU and checks them against NumPy, at the int16 extremes too.
