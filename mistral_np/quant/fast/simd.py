@@ -427,9 +427,9 @@ def prefetch(typingctx, arr, off):
 # ---------------------------------------------------------------- rows as lanes (gemm_lanes.py, gemm_lanes256.py)
 
 
-def bcaster(ret: Vec, elem):
-    """An intrinsic bcast(arr, off): arr[off] (an int32 or float32 element, ``elem``) in every lane of ``ret``
-    (unchecked, no wrap-around, like the loads). LLVM folds it into a broadcast load."""
+def bcaster(ret: Vec):
+    """An intrinsic bcast(arr, off): arr[off] (an int32 or float32 element, ``ret``'s lane type) in every lane of
+    ``ret`` (unchecked, no wrap-around, like the loads). LLVM folds it into a broadcast load."""
 
     @intrinsic
     def bcast(typingctx, arr, off):
@@ -438,7 +438,8 @@ def bcaster(ret: Vec, elem):
             return None
 
         def codegen(context, builder, sig, args):
-            x = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem), align=4)
+            lane = ret.llvm_type().element
+            x = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], lane), align=4)
             one = builder.insert_element(ir.Constant(ret.llvm_type(), None), x, ir.Constant(_i32, 0))
             return _shuffle(builder, one, one, [0] * ret.count)
 
@@ -469,6 +470,6 @@ def bytes_bcaster(ret: Vec):
 
 
 bcast_i8x32 = bytes_bcaster(I8x32)  # 4 bytes in each of the 8 int32 lanes (vpbroadcastd)
-bcast_i32x8 = bcaster(I32x8, _i32)  # an int32 array's element in every lane
-bcast_f32x8 = bcaster(F32x8, ir.FloatType())  # a float32 array's element in every lane
+bcast_i32x8 = bcaster(I32x8)  # an int32 array's element in every lane
+bcast_f32x8 = bcaster(F32x8)  # a float32 array's element in every lane
 x16_i32x8 = _unary(I32x8, I32x8, lambda b, v: b.shl(v, _splat(_V8I32, 4)))  # 16 v, exact while |v| < 2**27

@@ -263,5 +263,5 @@ scales_group16 = _tile_intrinsic(types.uint16, types.float32, _scales16_ir, """T
     blocks of 16 rows (row i's at src[src_off + i*stride:][:8], uint16 bits) -> float32 dst[dst_off + b*16 + i]
     (gemm_lanes.py's tile): converted and transposed in registers.""")
 
-bcast_i32x16 = bcaster(I32x16, ir.IntType(32))  # an int32 array's element in every lane
-bcast_f32x16 = bcaster(F32x16, ir.FloatType())  # a float32 array's element in every lane
+bcast_i32x16 = bcaster(I32x16)  # an int32 array's element in every lane
+bcast_f32x16 = bcaster(F32x16)  # a float32 array's element in every lane
