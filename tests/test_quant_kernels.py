@@ -4,6 +4,7 @@ Shapes are chosen to hit the awkward cases: row counts not a multiple of the row
 256-row prefill tile, and block counts not a multiple of the layout's 8-block group (the tail).
 """
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -519,9 +520,25 @@ def test_parallel_and_serial_decode_agree(qtype, activations, monkeypatch):
     w, x, packed = case(qtype, 203, 18, 1, 9)  # 18 blocks: two 8-block groups and a 2-block tail
     t = from_packed(qtype, packed, w.shape)
     monkeypatch.setattr(kernels, "SERIAL_BYTES", 0)
+    monkeypatch.setattr(kernels, "ITEM_BYTES", 1)                 # as many groups as the rows allow: 12 here
+    assert kernels.decode_groups(203, t.nbytes) >= 6
     y_par = t.matmul(x, activations=activations)
     monkeypatch.setattr(kernels, "SERIAL_BYTES", 1 << 40)
     np.testing.assert_array_equal(t.matmul(x, activations=activations), y_par)
+
+
+def test_decode_row_groups_are_sized_in_bytes():
+    """A parallel decode kernel's row groups: none (the calling thread) for a small weight, else a multiple of
+    the thread count, up to 16 a thread, each of at least ITEM_BYTES bytes and 16 rows where the weight has
+    them (Numba hands out a group in ~1 us: groups of a few KB cost SmolLM2's decode half its matmul time)."""
+    threads = numba.get_num_threads()
+    assert kernels.decode_groups(576, kernels.SERIAL_BYTES) == 0
+    for n_rows, nbytes in ((576, 207_360), (1536, 552_960), (4096, 9_437_184), (14336, 33_030_144), (40, 1 << 30)):
+        g = kernels.decode_groups(n_rows, nbytes)
+        assert g % threads == 0 and threads <= g <= 16 * threads, (n_rows, nbytes, g)
+        assert g == threads or (nbytes // g >= kernels.ITEM_BYTES and n_rows // g >= 16), (n_rows, nbytes, g)
+    assert kernels.decode_groups(14336, 33_030_144) == 16 * threads
+    assert kernels.decode_groups(576, 207_360) == threads
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

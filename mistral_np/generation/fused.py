@@ -53,7 +53,7 @@ from ..model.ops import take_rows
 from ..model.rmsnorm import rms_norm
 from ..model.rope import rope_tables
 from ..quant.fast import decode
-from ..quant.fast.kernels import F16_TO_F32, SERIAL_BYTES, _n_groups
+from ..quant.fast.kernels import F16_TO_F32, decode_groups
 from ..quant.fast.simd import (add_f32x8, fma_f32x8, hsum_f32x8, load_f32x8, mul_f32x8, splat_f32x8, store_f32x8,
                                zero_f32x8)
 from ..quant.tensor import ActivationsView, _NibbleTensor
@@ -78,8 +78,8 @@ def _matrix(w) -> Matrix | None:
     if not isinstance(base, _NibbleTensor):
         return None
     lay = base.prepare()._layout
-    n_groups = 0 if lay.nbytes <= SERIAL_BYTES else _n_groups(lay.d.shape[0])
-    return Matrix(lay.qs, lay.d, lay.m if lay.m is not None else _NO_M, lay.m is not None, lay.offset, n_groups)
+    return Matrix(lay.qs, lay.d, lay.m if lay.m is not None else _NO_M, lay.m is not None, lay.offset,
+                  decode_groups(lay.d.shape[0], lay.nbytes))
 
 
 MAX_ROWS = 8  # rows per compiled call: the caches go in as tuples of this length (padded), whatever B is, so

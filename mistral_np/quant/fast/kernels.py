@@ -53,6 +53,7 @@ from .simd512 import has_wide_vnni
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # fp16 bits -> float32
 ROW_TILE = 256  # rows per dequantized prefill tile: 256 x 4096 float32 = 4 MiB of scratch per thread
 SERIAL_BYTES = 1 << 17  # decode weights up to 128 KiB run on the calling thread (~10 us at 12 GB/s)
+ITEM_BYTES = 1 << 18  # a parallel decode kernel's row groups hold at least this many weight bytes (decode_groups)
 _NO_M = np.zeros((1, 1), dtype=np.uint16)  # placeholder for Q4_0's absent minimums
 
 
@@ -158,6 +159,22 @@ def _n_groups(n_rows: int) -> int:
     return max(1, min(n_rows // 16, 16 * numba.get_num_threads()))
 
 
+def decode_groups(n_rows: int, nbytes: int) -> int:
+    """Row groups for a decode kernel over a weight of ``nbytes`` bytes and ``n_rows`` rows: 0 to run it on the
+    calling thread (up to SERIAL_BYTES), else a multiple of the thread count, up to 16 groups a thread (a
+    thread slowed by a noisy neighbour is helped), each of at least ITEM_BYTES bytes and 16 rows.
+
+    Why a size in bytes: Numba hands out a group in ~1 us (chunk size 1), the time to stream ~10 KB. At
+    SmolLM2's widths (576 x 576 is 207 KB) 32 groups of a few KB made the overhead half the matmul time:
+    AMD Zen 3, 2 threads, the matmuls of a 30-layer decode step took 10.8-11.9 ms with 32 groups a weight,
+    6.0-6.8 with 2 (docs/performance.md). A 7B-width weight (9-33 MB) still gets 16 groups a thread."""
+    if nbytes <= SERIAL_BYTES:
+        return 0
+    threads = numba.get_num_threads()
+    per_thread = max(1, min(nbytes // (threads * ITEM_BYTES), 16, n_rows // (16 * threads)))
+    return threads * per_thread
+
+
 def _check_mode(activations: str) -> None:
     if activations not in ("float", "int8"):
         raise InvalidArgumentError(f"activations must be 'float' or 'int8', got {activations!r}")
@@ -257,13 +274,14 @@ def _gemv(rows_fn, parallel_fn, args, n_rows, out_dim, nbytes):
     """Run a decode kernel: serially for a small weight (a parallel launch costs ~5 us), else row groups
     handed out one at a time to the threads (chunk size 1: a thread slowed by another process is helped).
     -> (n_rows, out)"""
-    if nbytes <= SERIAL_BYTES:
+    n_groups = decode_groups(out_dim, nbytes)
+    if n_groups == 0:
         y = np.empty((n_rows, out_dim), dtype=np.float32)
         rows_fn(*args, 0, out_dim, y)
         return y
     chunk = numba.set_parallel_chunksize(1)
     try:
-        return parallel_fn(*args, _n_groups(out_dim))
+        return parallel_fn(*args, n_groups)
     finally:
         numba.set_parallel_chunksize(chunk)
 
