@@ -25,6 +25,10 @@ cooperative_waiting()  # before NumPy's BLAS and Numba's OpenMP start, if they h
 keep_freed_memory()  # large temporaries from malloc's heaps, not fresh page-faulting mappings (threads.py)
 connect()  # the float maths' thread pool (model/parallel.py) takes the package's thread budget
 
+from . import fastmath
+
+fastmath.install()  # compiled float32 exp and SiLU for the model's untraced fast paths (fastmath.py)
+
 from .api import Model, load_model, load_tokenizer
 from .embeddings import Embedder, load_embedder
 from .errors import (ArgumentTypeError, ChatFormatError, CheckpointError, ConfigError, EmbedderConfigError,

@@ -32,8 +32,9 @@ else and generation falls back to the readable path. ``activations``: "int8" (ll
 decode path) or "float" (the exact kernels), as ``decode_params``.
 
 Numbers. The matmuls are the same kernels on the same inputs; RMSNorm's mean, the attention's sums and
-the softmax are summed in another order than NumPy's, and SiLU's sigmoid is written with exp where
-model/ops.py uses tanh, so results agree to float32 rounding, not bit for bit: the tests bound the float variant against float64 like the readable float32 path, and check the
+the softmax are summed in another order than NumPy's, the exponentials are fastmath.py's (8 lanes at a time,
+within 2 units in the last place of exp), and SiLU's sigmoid is written with exp where model/ops.py uses tanh
+(fastmath.py:silu_mul, as the prompt's MLP), so results agree to float32 rounding, not bit for bit: the tests bound the float variant against float64 like the readable float32 path, and check the
 int8 variant against the readable int8 decode.
 
 next: back to loop.py.
@@ -49,6 +50,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import InvalidArgumentError
+from ..fastmath import exp_rows, silu_mul
 from ..model.ops import take_rows
 from ..model.rmsnorm import rms_norm
 from ..model.rope import rope_tables
@@ -221,7 +223,6 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
     scale = np.float32(1.0 / math.sqrt(dh))
     vec = dh // 8 * 8
     scores = np.empty((g, slots), dtype=np.float32)
-    best = np.full(g, -np.inf, dtype=np.float32)
     for s in range(slots):
         pos = slot_pos[s]
         if pos < 0 or pos > p or (window > 0 and p - pos >= window):
@@ -237,15 +238,10 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
             for i in range(vec, dh):
                 total += q[o + i] * k[i]
             scores[j, s] = total * scale
-            best[j] = max(best[j], scores[j, s])
+    totals = exp_rows(scores)                             # exp(score - row max) in place, 8 lanes at a time
     for j in range(g):
-        total = np.float32(0.0)
         for s in range(slots):
-            e = np.exp(scores[j, s] - best[j]) if scores[j, s] != -np.inf else np.float32(0.0)
-            scores[j, s] = e
-            total += e
-        for s in range(slots):
-            scores[j, s] /= total
+            scores[j, s] /= totals[j]
     vf, stride = vc.reshape(-1), vc.shape[1] * dh           # slot s, KV head kv, lane i at s * stride + kv * dh + i
     for j in range(g):
         o, i0 = (kv * g + j) * dh, 0
@@ -290,18 +286,6 @@ def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, d
         _attend_group(q[b], k_caches[b][li], v_caches[b][li], slot_pos[b][li], ps[b], window, kv, g, dh, out[b])
 
 
-@njit(cache=True)
-def _swiglu(gate, up):
-    """gate <- silu(gate) * up, silu(g) = g / (1 + exp(-g)), element by element. model/ops.py writes the sigmoid
-    with tanh, (1 + tanh(g / 2)) / 2, equal within float32 rounding; a scalar tanh cost 6x a scalar exp here
-    (14336 per row and layer at the 7B shape: 0.18 ms against 0.03). For g below about -88, exp(-g) is
-    infinite and the result -0, where the true value is below 1e-36 in magnitude."""
-    for b in range(gate.shape[0]):
-        for i in range(gate.shape[1]):
-            gi = gate[b, i]
-            gate[b, i] = gi / (np.float32(1.0) + np.exp(-gi)) * up[b, i]
-
-
 @njit(cache=True, nogil=True)  # the GIL is free while the step runs (a server's event loop keeps going)
 def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut):
     """Every layer for B tokens, row b at position ps[b] over its own cache (k_caches[b], v_caches[b],
@@ -341,7 +325,7 @@ def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n
         for b in range(n_rows):
             _rms_norm(x[b], w_post, eps, a[b])
         _matvecs(a, (wg, wu), (gate, up), int8, lut)
-        _swiglu(gate, up)
+        silu_mul(gate, up)                                # gate <- silu(gate) * up (fastmath.py)
         _matvecs(gate, (wd,), (o,), int8, lut)
         x += o
     return x

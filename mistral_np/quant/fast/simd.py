@@ -215,6 +215,8 @@ add_i32x8 = _binary(I32x8, lambda b, x, y: b.add(x, y))
 sub_i32x8 = _binary(I32x8, lambda b, x, y: b.sub(x, y))
 mul_f32x8 = _binary(F32x8, lambda b, x, y: b.fmul(x, y))
 add_f32x8 = _binary(F32x8, lambda b, x, y: b.fadd(x, y))
+sub_f32x8 = _binary(F32x8, lambda b, x, y: b.fsub(x, y))
+div_f32x8 = _binary(F32x8, lambda b, x, y: b.fdiv(x, y))
 nib_lo = _unary(I8x32, I8x32, lambda b, v: b.and_(v, _splat(_V32I8, 15)))  # low nibbles, 0..15
 nib_hi = _unary(I8x32, I8x32, lambda b, v: b.lshr(v, _splat(_V32I8, 4)))  # high nibbles, 0..15
 # |v| as unsigned bytes (-128 -> 128)
@@ -381,6 +383,72 @@ def hsum_f32x8(typingctx, v):
         v = args[0]
         for width in (4, 2, 1):
             v = builder.fadd(_shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width)))
+        return builder.extract_element(v, ir.Constant(_i32, 0))
+
+    return types.float32(v), codegen
+
+
+max_f32x8 = _binary(F32x8, lambda b, x, y: b.select(b.fcmp_ordered(">", x, y), x, y))  # lane-wise max (y if NaN)
+
+
+# exp(x) for 8 float32 lanes (Cephes' expf, S. Moshier): x = n ln 2 + r with n = floor(x log2 e + 1/2), |r| <= ln 2 / 2,
+# ln 2 in two parts so that r is exact; exp(r) = 1 + r + r^2 P(r), P of degree 5 (relative error ~1e-7 on the
+# interval); then 2^n in two factors 2^(n//2) 2^(n - n//2), so results near the largest float32 and the subnormal ones
+# below 2^-126 come out right too. x above 88.72284 (exp overflows float32) gives +inf, below -103.97 (exp rounds to
+# 0) gives 0, -inf gives 0 and NaN gives NaN.
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+_EXP_LN2_HI, _EXP_LN2_LO = 0.693359375, -2.12194440e-4
+_EXP_OVER, _EXP_UNDER = 88.72283935546875, -103.97207708
+
+
+def emit_exp(builder, x, fma: bool):
+    """IR for exp of each lane of x (<8 x float>), as drawn above; ``fma``: the CPU has FMA."""
+    def mul_add(a, b, c):
+        return _call(builder, "llvm.fma.v8f32", _V8F, [a, b, c]) if fma else builder.fadd(builder.fmul(a, b), c)
+
+    def f(value):
+        return _splat(_V8F, value)
+
+    lo, hi = f(-104.0), f(88.8)
+    xc = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)         # NaN stays NaN (ordered compare: false)
+    xc = builder.select(builder.fcmp_ordered(">", xc, hi), hi, xc)
+    n = _call(builder, "llvm.floor.v8f32", _V8F, [mul_add(xc, f(1.44269504088896341), f(0.5))])
+    r = mul_add(n, f(-_EXP_LN2_HI), xc)
+    r = mul_add(n, f(-_EXP_LN2_LO), r)
+    poly = f(_EXP_P[0])
+    for c in _EXP_P[1:]:
+        poly = mul_add(poly, r, f(c))
+    y = mul_add(poly, builder.fmul(r, r), builder.fadd(r, f(1.0)))
+    ni = builder.fptosi(n, _V8I32)
+    n1 = builder.ashr(ni, _splat(_V8I32, 1))
+    n2 = builder.sub(ni, n1)
+    for part in (n1, n2):                                                # 2^part: the exponent field part + 127
+        bits = builder.shl(builder.add(part, _splat(_V8I32, 127)), _splat(_V8I32, 23))
+        y = builder.fmul(y, builder.bitcast(bits, _V8F))
+    y = builder.select(builder.fcmp_ordered(">", x, f(_EXP_OVER)), f(float("inf")), y)
+    return builder.select(builder.fcmp_ordered("<", x, f(_EXP_UNDER)), f(0.0), y)
+
+
+@intrinsic
+def exp_f32x8(typingctx, x):
+    """exp of each lane (emit_exp): within 2 units in the last place of float32's exp (tests/test_fastmath.py)."""
+    if x != F32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return emit_exp(builder, args[0], "+fma" in _features(context).split(","))
+
+    return F32x8(x), codegen
+
+
+@intrinsic
+def hmax_f32x8(typingctx, v):
+    """The largest of the 8 lanes as a float32."""
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        for width in (4, 2, 1):
+            a, b = _shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width))
+            v = builder.select(builder.fcmp_ordered(">", a, b), a, b)
         return builder.extract_element(v, ir.Constant(_i32, 0))
 
     return types.float32(v), codegen
