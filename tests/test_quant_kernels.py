@@ -299,10 +299,10 @@ def test_with_activations_selects_the_activations_for_every_row_count():
 @pytest.mark.parametrize("lanes", [False, True])
 def test_auto_activations_choose_int8_for_wide_inputs_and_narrow_4bit_weights(lanes, monkeypatch):
     """decode_weights(w, "auto") (the prompt and embedding default): int8 from AUTO_INT8_MIN_IN inputs; below,
-    int8 for Q4_0 and Q4_1 where the rows-as-lanes GEMM runs, float (the weight itself) otherwise; anything that is
+    int8 for Q4_0 and Q4_1 where a rows-as-lanes GEMM runs, float (the weight itself) otherwise; anything that is
     not a quantized weight is left alone."""
     from mistral_np.quant.tensor import AUTO_INT8_MIN_IN, quantize
-    monkeypatch.setattr(kernels, "gemm_lanes", lambda: lanes)
+    monkeypatch.setattr(kernels, "lanes_kernels", lambda in_dim: kernels.gemm_lanes256_kernels if lanes else None)
     rng = np.random.default_rng(0)
     for qtype in ("q4_0", "q4_1", "q8_0"):
         narrow = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN - 32)).astype(np.float32), qtype)

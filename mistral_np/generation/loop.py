@@ -22,7 +22,7 @@ one-token decode steps on their ``decode_activations`` view: "int8" (llama.cpp's
 quantized to 8-bit blocks, integer dot products, ~5e-3 relative error per matmul, docs/quantization.md;
 the decode default) or "float" (bit-for-bit the ``forward`` path: with both "float", greedy tokens equal
 those of re-running ``forward`` on the growing sequence). The prompt default, "auto", takes int8 for the
-weights with at least 2048 inputs and for 4-bit ones on AVX-512 VNNI, float for the others
+weights with at least 2048 inputs and for 4-bit ones where a rows-as-lanes GEMM runs, float for the others
 (quant/tensor.py:resolve_activations). Float weights ignore the choice.
 
 Checked against transformers' greedy ``generate`` on tiny random Mistral (window 4) and Llama models in

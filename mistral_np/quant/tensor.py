@@ -44,10 +44,13 @@ from .q8_0 import BLOCK_BYTES as Q8_0_BYTES, dequantize_q8_0_ref
 
 ACTIVATIONS = ("float", "int8")
 # "auto" (prompts and embedding batches): int8 for a weight with at least AUTO_INT8_MIN_IN inputs; below that,
-# int8 for 4-bit weights where the rows-as-lanes GEMM runs (kernels.gemm_lanes: AVX-512 VNNI), float otherwise.
+# int8 for 4-bit weights where a rows-as-lanes GEMM runs (kernels.lanes_kernels: gemm_lanes.py on AVX-512 VNNI,
+# gemm_lanes256.py on narrow rows elsewhere), float otherwise.
 # Speed: gemm.py's kernels pay per row and 4 tokens a fixed cost (horizontal sums, stores, the padded tail
 # group) that short rows do not amortize (int8 against float activations, T = 512, 2 threads, AMD Zen 5: 35 vs
-# 104 GOP/s on 576 inputs, 459 vs 185 on 4096); gemm_lanes.py has none of it (371 GOP/s on 576 inputs).
+# 104 GOP/s on 576 inputs, 459 vs 185 on 4096); gemm_lanes.py has none of it (371 GOP/s on 576 inputs), and on
+# AVX2 gemm_lanes256.py made a SmolLM2 layer's 7 matmuls at T = 512 take 47.6 ms against 56.2 with float
+# activations (AMD Zen 3, medians of 9, alternating; docs/performance.md).
 # Quality: int8 activations add error of their own, noticeable next to Q8_0's small weight error (SmolLM2 as
 # an e5 embedder: mean cosine to float32 0.99882 with int8, 0.99951 with float) and lost in 4-bit weights' (Q4_0:
 # 0.93195 and 0.93254); so narrow Q8_0 weights stay float (docs/performance.md, docs/quantization.md).
@@ -67,7 +70,7 @@ def resolve_activations(w, mode: str) -> str:
     """"auto" -> "int8" or "float" for this weight (AUTO_INT8_MIN_IN, AUTO_INT8_NARROW); any other mode as it is."""
     if mode != "auto":
         return mode
-    if w.shape[1] >= AUTO_INT8_MIN_IN or (w.qtype in AUTO_INT8_NARROW and kernels.gemm_lanes()):
+    if w.shape[1] >= AUTO_INT8_MIN_IN or (w.qtype in AUTO_INT8_NARROW and kernels.lanes_kernels(w.shape[1])):
         return "int8"
     return "float"
 
