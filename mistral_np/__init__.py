@@ -27,7 +27,7 @@ connect()  # the float maths' thread pool (model/parallel.py) takes the package'
 
 from . import fastmath
 
-fastmath.install()  # compiled float32 exp and SiLU for the model's untraced fast paths (fastmath.py)
+fastmath.install()  # compiled float32 exp and SiLU for the blocked attention and the MLP (fastmath.py)
 
 from .api import Model, load_model, load_tokenizer
 from .embeddings import Embedder, load_embedder
