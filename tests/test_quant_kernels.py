@@ -452,6 +452,15 @@ def test_prompt_activations_are_the_decode_kernels_bits(blocks):
         np.testing.assert_array_equal(a.nsxo[t, :blocks], nsxo)
         np.testing.assert_array_equal(a.dx[t, :blocks], dx)
         np.testing.assert_array_equal(a.dxs[t, :blocks], dxs)
+    # the 512-bit kernel's order (any CPU can prepare it): byte j of block 8c + b at c * 256 + 4 b + POSITIONS_WIDE[j]
+    w = gemm.prepare_rows_int8(x, 8, True)
+    blk = np.arange(blocks)
+    at = (blk // 8 * 256 + blk % 8 * 4)[:, None] + gemm.POSITIONS_WIDE[None, :]      # (blocks, 32)
+    for t in range(5):
+        xq, dx, _ = decode.quantize_x_q8_0(x[t])
+        np.testing.assert_array_equal(w.xr[t][at], xq.reshape(blocks, 32))
+        np.testing.assert_array_equal(w.dx16[t][blk // 8 * 16 + blk % 8], dx)
+        np.testing.assert_array_equal(w.dx16[t][blk // 8 * 16 + 8 + blk % 8], dx)
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
