@@ -21,7 +21,7 @@ are seen by both queries, so their columns are left alone).
 
 The exponentials: NumPy's float32 exp is scalar code on CPUs without AVX-512 (3-6 ns a value on AMD Zen 3),
 and a 512-token prompt of SmolLM2 takes 53 million of them; ``use_exp_rows`` takes a compiled twin of
-``exp_rows`` (mistral_np/fastmath.py gives one at package import, ~0.3-0.8 ns a value). This file, like all of
+``exp_rows`` (mistral_np/fastmath.py gives one at package import, ~0.8 ns a value). This file, like all of
 model/, imports only NumPy.
 
 next: back to gqa.py (this file is a side road).
