@@ -177,16 +177,16 @@ def _matvecs(x, mats, ys, int8, lut):
     else in row groups in parallel.  -> ys[i] (B, out_i)"""
     offset = mats[0].offset
     if int8:
-        xr, nsxo, dx, dxs = decode.prepare_rows_int8(x, offset)
+        a = decode.prepare_rows_int8(x, offset)             # (xr, nsxo, dx, dxs, and the 4-row passes' copies)
         for i in range(len(mats)):
             qs, d, m, has_m, off, n_groups = mats[i]
             if off != offset:                                # Q4_0 and Q4_1 mixed: -offset * sum xq differs
-                xr, nsxo, dx, dxs = decode.prepare_rows_int8(x, off)
+                a = decode.prepare_rows_int8(x, off)
                 offset = off
             if n_groups == 0:
-                decode.rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, off, lut, 0, d.shape[0], ys[i])
+                decode.rows_nibbles_int8(*a, qs, d, m, has_m, off, lut, 0, d.shape[0], ys[i])
             else:
-                ys[i][:] = decode.gemv_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, off, lut, n_groups)
+                ys[i][:] = decode.gemv_nibbles_int8(*a, qs, d, m, has_m, off, lut, n_groups)
     else:
         xr, xsum = decode.prepare_rows_float(x, True)
         for i in range(len(mats)):

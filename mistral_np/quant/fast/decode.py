@@ -21,7 +21,10 @@ in L1 together (4 rows of 14336), the nibble kernel goes through the columns in 
 
 The hardware prefetcher alone left one thread at ~5 GB/s from DRAM (21 GB/s from cache), so the
 loops prefetch the weight bytes AHEAD bytes in advance (running on into the next rows is intended; a
-prefetch past the end of an array is harmless). ``rows_*`` compute rows lo..hi on the calling
+prefetch past the end of an array is harmless), into L2 (simd.py's ``prefetch``, x86 ``prefetcht1``).
+Prefetched into L1 (``prefetcht0``, as until 2026-12-03), each line in flight holds one of the L1's few
+miss buffers until memory answers, which capped the lines in flight: on Zen 4, 2 threads, one row of
+4096 x 14336 Q4_0 streamed 18-22 GB/s that way and 26-28 this way (docs/performance.md, eleventh session). ``rows_*`` compute rows lo..hi on the calling
 thread; ``gemv_*`` split the rows into groups run by ``prange``, several per thread, which
 kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
 The vector loads are unchecked: every offset below stays inside its array by construction.
@@ -46,7 +49,8 @@ from .simd import (abs_i8, cvt_i32x8, dot8_nibbles_split, dpbusd, expand4_f32x8,
                    load_f16x8, load_f32x8, load_i8x32, load_i32x8, load_nibbles16, mul_f32x8, nib_hi, nib_lo, prefetch,
                    sign_i8, splat_f32x8, store_f32x8, sub_i8, zero_f32x8, zero_i32x8)
 
-AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.4 GB/s without, 12-14 with
+AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.4 GB/s without, 12-14 with (into
+              # L1; into L2, Zen 4: 8192 and 16384 no faster, 2048 slower)
 ROW_PAD = 64  # bytes after each int8 activation row: at 4096 inputs the rows would start 4 KiB apart, and the
               # loads of the rows at one offset then map to the same L1 set (measured: 4 rows cost 2x 2 rows)
 X_TILE = 16384  # bytes of int8 activations (all B rows) a column tile of the several-row kernel holds: in L1
@@ -129,15 +133,43 @@ def prepare_x_int8(x, offset):
 @njit(cache=True)
 def prepare_rows_int8(x, offset):
     """prepare_x_int8 for each row of x (B, in) -> xr (B, in + ROW_PAD) int8, nsxo (B, nb) int32, dx, dxs (B, nb)
-    float32."""
+    float32; and, for B > 1, the same values again in the 4-row passes' order (rows_nibbles_int8): xp int8, np4
+    int32, dp4, sp4 float32, pass p's 4 rows side by side group by group,
+
+        xp[((p*nv + c)*4 + j)*256 + i] = xr[4p + j, c*256 + i]      np4[((p*nv + c)*4 + j)*8 + k] = nsxo[4p + j, 8c + k]
+
+    (dp4, sp4 as np4 from dx, dxs; nv = nb // 8 full groups; a last pass of 3 rows repeats its last row), so that
+    the pass reads one activation stream at constant offsets instead of 4 rows' worth of pointers."""
     n, nb = x.shape[0], x.shape[1] // Q
+    nv = nb // V
     xr = np.zeros((n, x.shape[1] + ROW_PAD), dtype=np.int8)   # rows 4 KiB apart would alias in L1 (see ROW_PAD)
     nsxo = np.empty((n, nb), dtype=np.int32)
     dx = np.empty((n, nb), dtype=np.float32)
     dxs = np.empty((n, nb), dtype=np.float32)
     for b in range(n):
         xr[b, :x.shape[1]], nsxo[b], dx[b], dxs[b] = prepare_x_int8(x[b], offset)
-    return xr, nsxo, dx, dxs
+    passes = _four_row_passes(n)
+    xp = np.empty(max(passes * nv * 4 * V * Q, 1), dtype=np.int8)
+    np4 = np.empty(max(passes * nv * 4 * V, 1), dtype=np.int32)
+    dp4 = np.empty(max(passes * nv * 4 * V, 1), dtype=np.float32)
+    sp4 = np.empty(max(passes * nv * 4 * V, 1), dtype=np.float32)
+    for p in range(passes):
+        for c in range(nv):
+            for j in range(4):
+                b, s = min(4 * p + j, n - 1), (p * nv + c) * 4 + j
+                xp[s * V * Q:(s + 1) * V * Q] = xr[b, c * V * Q:(c + 1) * V * Q]
+                np4[s * V:(s + 1) * V] = nsxo[b, c * V:(c + 1) * V]
+                dp4[s * V:(s + 1) * V] = dx[b, c * V:(c + 1) * V]
+                sp4[s * V:(s + 1) * V] = dxs[b, c * V:(c + 1) * V]
+    return xr, nsxo, dx, dxs, xp, np4, dp4, sp4
+
+
+@njit(cache=True)
+def _four_row_passes(n):
+    """How many 4-row passes rows_nibbles_int8 makes for n activation rows (none for one row: its own loop)."""
+    if n == 1:
+        return 0
+    return (n - n % 4) // 4 + (1 if n % 4 == 3 else 0)
 
 
 @njit(cache=True)
@@ -173,12 +205,12 @@ def prepare_rows_float(x, has_m):
 
 
 @njit(cache=True)
-def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
+def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
     """y[b, r] = sum_blocks d dx (sum q xq - offset sum xq) [+ m dx sum xq], rows lo_r..hi_r, for every
     activation row b (B of them: 1 for a decode step, a few for a batched one).
 
     xr (B, in + ROW_PAD): interleave_x(xq) of each row; nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq,
-    (B, nb) (prepare_rows_int8). A weight row is read from memory once for all B rows: the activation rows
+    (B, nb); xp, np4, dp4, sp4: the same for the 4-row passes, their rows side by side (prepare_rows_int8). A weight row is read from memory once for all B rows: the activation rows
     go through it 4 at a time (3 left: a 4-row pass repeating the last, whose work is then done twice with the
     same bits), then 2 or 1 left in a pass of their own; each pass splits every group of 8 blocks into nibbles
     once for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
@@ -193,6 +225,12 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
     down projection: 1.2-1.45 ms untiled, 0.82-1.08 ms tiled (the same-bytes 14336 x 4096 gate projection,
     one tile: ~0.7-0.9 ms). 16 KiB is half of Zen 3's L1 (24 KiB ran 7 % faster on Zen 5's 48 KiB L1; not
     taken). A row's lanes see the same fmas in the same order either way.
+
+    The 4-row pass reads its activations from xp, np4, dp4 (sp4), where its rows' groups sit side by side: one
+    pointer and constant offsets. Reading them from the 4 rows of xr, nsxo, dx (dxs) instead took 12 pointers,
+    more than the registers left: the compiled loop reloaded 7 of them from the stack on every group (95
+    instructions a group on Zen 4, 80 this way; one thread, weights in L2, 256 x 4096 Q4_0: 79 -> 97 G
+    multiply-adds/s with 4 rows, 80 -> 101 with 8; docs/performance.md, 2026-12-03, eleventh session).
 
     The integer sums are exact in any order, and a row's float operations are the same in every pass and
     tile: row b of the result has the bits of the one-row product of row b, whatever B is. The passes are
@@ -209,7 +247,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
         _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r, y)
         return
     left = n % 4                                          # 3 left: a 4-row pass repeating the last; 2: a pair
-    n4 = n - left + (4 if left == 3 else 0)               # the rows the 4-row passes cover
+    n4 = 4 * _four_row_passes(n)                          # the rows the 4-row passes cover
     tile = max(1, X_TILE // (n * V * Q))                  # groups of 8 blocks a column tile holds
     if nv <= tile:
         tile, chunk, ahead = max(nv, 1), max(hi_r - lo_r, 1), AHEAD   # one tile: rows in turn, streaming on
@@ -227,8 +265,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
                 qo, wo, mo, a = r * rb, r * nb, r * nb if has_m else 0, (r - r0) * n * V
                 for b in range(0, n4, 4):                 # 4 rows at a time
                     j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
-                    x0, x1, x2, x3 = j0 * xs, j1 * xs, j2 * xs, j3 * xs
-                    e0, e1, e2, e3 = j0 * nb, j1 * nb, j2 * nb, j3 * nb
+                    pg = b // 4 * nv                      # the pass's first group in xp, np4, dp4, sp4
                     y0 = zero_f32x8() if first else load_f32x8(acc, a + j0 * V)
                     y1 = zero_f32x8() if first else load_f32x8(acc, a + j1 * V)
                     y2 = zero_f32x8() if first else load_f32x8(acc, a + j2 * V)
@@ -238,21 +275,24 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, lo_r, hi_
                         prefetch(qf, g + ahead)           # the group's two cache lines, ahead
                         prefetch(qf, g + ahead + 64)
                         us = _nibbles(qf, g)
-                        dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
-                        i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
-                        i1 = dot8_nibbles_split(load_i32x8(nf, e1 + cv), us, _pieces8(xf, x1 + o))
-                        i2 = dot8_nibbles_split(load_i32x8(nf, e2 + cv), us, _pieces8(xf, x2 + o))
-                        i3 = dot8_nibbles_split(load_i32x8(nf, e3 + cv), us, _pieces8(xf, x3 + o))
-                        y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(df, e0 + cv)), y0)
-                        y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(df, e1 + cv)), y1)
-                        y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(df, e2 + cv)), y2)
-                        y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(df, e3 + cv)), y3)
+                        dw = load_f16x8(wf, wo + c * V)
+                        o, e = (pg + c) * 4 * V * Q, (pg + c) * 4 * V    # row j of the group: o + j*256, e + j*8
+                        i0 = dot8_nibbles_split(load_i32x8(np4, e), us, _pieces8(xp, o))
+                        i1 = dot8_nibbles_split(load_i32x8(np4, e + 8), us, _pieces8(xp, o + 256))
+                        i2 = dot8_nibbles_split(load_i32x8(np4, e + 16), us, _pieces8(xp, o + 512))
+                        i3 = dot8_nibbles_split(load_i32x8(np4, e + 24), us, _pieces8(xp, o + 768))
+                        y0 = fma_f32x8(cvt_i32x8(i0), mul_f32x8(dw, load_f32x8(dp4, e)), y0)
+                        y1 = fma_f32x8(cvt_i32x8(i1), mul_f32x8(dw, load_f32x8(dp4, e + 8)), y1)
+                        y2 = fma_f32x8(cvt_i32x8(i2), mul_f32x8(dw, load_f32x8(dp4, e + 16)), y2)
+                        y3 = fma_f32x8(cvt_i32x8(i3), mul_f32x8(dw, load_f32x8(dp4, e + 24)), y3)
                         if has_m:
-                            mw = load_f16x8(mf, mo + cv)
-                            y0 = fma_f32x8(mw, load_f32x8(sf, e0 + cv), y0)
-                            y1 = fma_f32x8(mw, load_f32x8(sf, e1 + cv), y1)
-                            y2 = fma_f32x8(mw, load_f32x8(sf, e2 + cv), y2)
-                            y3 = fma_f32x8(mw, load_f32x8(sf, e3 + cv), y3)
+                            mw = load_f16x8(mf, mo + c * V)
+                            y0 = fma_f32x8(mw, load_f32x8(sp4, e), y0)
+                            y1 = fma_f32x8(mw, load_f32x8(sp4, e + 8), y1)
+                            y2 = fma_f32x8(mw, load_f32x8(sp4, e + 16), y2)
+                            y3 = fma_f32x8(mw, load_f32x8(sp4, e + 24), y3)
+                    x0, x1, x2, x3 = j0 * xs, j1 * xs, j2 * xs, j3 * xs   # the tail blocks: the rows of xr, nsxo, ...
+                    e0, e1, e2, e3 = j0 * nb, j1 * nb, j2 * nb, j3 * nb
                     if last:                              # row j3 = j2 when repeated: the same bits twice
                         y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
                         y[j1, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
@@ -404,12 +444,12 @@ def rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def gemv_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, n_groups):
+def gemv_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
     y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
     for grp in prange(n_groups):
-        rows_nibbles_int8(xr, nsxo, dx, dxs, qs, d, m, has_m, offset, lut, grp * out_dim // n_groups,
-                          (grp + 1) * out_dim // n_groups, y)
+        rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, offset, lut,
+                          grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups, y)
     return y
 
 

@@ -265,8 +265,7 @@ def matvecs_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float"
         xr, xsum = decode.prepare_rows_float(x, has_m)
         args = (xr, xsum, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
         return _gemv(decode.rows_nibbles_float, decode.gemv_nibbles_float, args, x.shape[0], out_dim, lay.nbytes)
-    xr, nsxo, dx, dxs = decode.prepare_rows_int8(x, lay.offset)
-    args = (xr, nsxo, dx, dxs, lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
+    args = (*decode.prepare_rows_int8(x, lay.offset), lay.qs, lay.d, m, has_m, lay.offset, F16_TO_F32)
     return _gemv(decode.rows_nibbles_int8, decode.gemv_nibbles_int8, args, x.shape[0], out_dim, lay.nbytes)
 
 

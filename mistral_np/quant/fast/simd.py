@@ -479,14 +479,17 @@ def expand4_f32x8(typingctx, v):
 
 @intrinsic
 def prefetch(typingctx, arr, off):
-    """Hint the CPU to fetch arr's cache line at element offset off (past the end is harmless: no fault)."""
+    """Hint the CPU to fetch arr's cache line at element offset off into L2 (past the end is harmless: no
+    fault). LLVM's locality 2 is x86's ``prefetcht1``: the line goes to L2 (and L3), not L1, so the request
+    does not hold one of the L1's few miss buffers while it waits for memory, and the streaming decode
+    kernels (decode.py) keep more lines in flight; the L1's own prefetcher brings them the last step."""
     if not (isinstance(arr, types.Array) and isinstance(off, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
         ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _i8)
-        read, keep_in_all_caches, data = ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)
-        _call(builder, "llvm.prefetch.p0", ir.VoidType(), [ptr, read, keep_in_all_caches, data])
+        read, to_l2, data = ir.Constant(_i32, 0), ir.Constant(_i32, 2), ir.Constant(_i32, 1)
+        _call(builder, "llvm.prefetch.p0", ir.VoidType(), [ptr, read, to_l2, data])
         return context.get_dummy_value()
 
     return types.none(arr, off), codegen
