@@ -23,8 +23,9 @@ The hardware prefetcher alone left one thread at ~5 GB/s from DRAM (21 GB/s from
 loops prefetch the weight bytes AHEAD bytes in advance (running on into the next rows is intended; a
 prefetch past the end of an array is harmless), into L2 (simd.py's ``prefetch``, x86 ``prefetcht1``).
 Prefetched into L1 (``prefetcht0``, as until 2026-12-03), each line in flight holds one of the L1's few
-miss buffers until memory answers, which capped the lines in flight: on Zen 4, 2 threads, one row of
-4096 x 14336 Q4_0 streamed 18-22 GB/s that way and 26-28 this way (docs/performance.md, eleventh session). ``rows_*`` compute rows lo..hi on the calling
+miss buffers until memory answers, which capped the lines in flight: on Zen 4, 2 threads, one activation
+row, 14336 x 4096 and 4096 x 14336 Q4_0 streamed 18-24 GB/s that way and 26-30 this way (docs/performance.md,
+2026-12-03, eleventh session). ``rows_*`` compute rows lo..hi on the calling
 thread; ``gemv_*`` split the rows into groups run by ``prange``, several per thread, which
 kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
 The vector loads are unchecked: every offset below stays inside its array by construction.
