@@ -25,7 +25,10 @@ prefetch past the end of an array is harmless), into L2 (simd.py's ``prefetch``,
 Prefetched into L1 (``prefetcht0``, as until 2026-12-03), each line in flight holds one of the L1's few
 miss buffers until memory answers, which capped the lines in flight: on Zen 4, 2 threads, one activation
 row, 14336 x 4096 and 4096 x 14336 Q4_0 streamed 18-24 GB/s that way and 26-30 this way (docs/performance.md,
-2026-12-03, eleventh session). ``rows_*`` compute rows lo..hi on the calling
+2026-12-03, eleventh session). The scales (and Q4_1's minimums) are prefetched the same weight rows on: a
+separate, smaller stream, which the column tiles below read in 16 short pieces at a time, each piece a miss
+the hardware prefetcher did not foresee (4 rows of 4096 x 14336, 2 threads: 2.55-2.90 ms -> 2.18-2.77 median,
+one row 1.59-1.69 -> 1.20-1.43; 3 of 4 alternating rounds, the fourth slower for both). ``rows_*`` compute rows lo..hi on the calling
 thread; ``gemv_*`` split the rows into groups run by ``prange``, several per thread, which
 kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
 The vector loads are unchecked: every offset below stays inside its array by construction.
@@ -275,6 +278,9 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                         g = qo + c * 128
                         prefetch(qf, g + ahead)           # the group's two cache lines, ahead
                         prefetch(qf, g + ahead + 64)
+                        prefetch(wf, wo + c * V + ahead // 16)    # and the scales the same weight rows on
+                        if has_m:
+                            prefetch(mf, mo + c * V + ahead // 16)
                         us = _nibbles(qf, g)
                         dw = load_f16x8(wf, wo + c * V)
                         o, e = (pg + c) * 4 * V * Q, (pg + c) * 4 * V    # row j of the group: o + j*256, e + j*8
@@ -313,6 +319,9 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                         g = qo + c * 128
                         prefetch(qf, g + ahead)
                         prefetch(qf, g + ahead + 64)
+                        prefetch(wf, wo + c * V + ahead // 16)
+                        if has_m:
+                            prefetch(mf, mo + c * V + ahead // 16)
                         us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
@@ -337,6 +346,9 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                         g = qo + c * 128
                         prefetch(qf, g + ahead)
                         prefetch(qf, g + ahead + 64)
+                        prefetch(wf, wo + c * V + ahead // 16)
+                        if has_m:
+                            prefetch(mf, mo + c * V + ahead // 16)
                         us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
@@ -360,6 +372,9 @@ def _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r
             g = qo + c * 128
             prefetch(qf, g + AHEAD)
             prefetch(qf, g + AHEAD + 64)
+            prefetch(wf, wo + c * V + AHEAD // 16)
+            if has_m:
+                prefetch(mf, mo + c * V + AHEAD // 16)
             us = _nibbles(qf, g)
             dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
             i0 = dot8_nibbles_split(load_i32x8(nf, cv), us, _pieces8(xf, o))
