@@ -28,9 +28,10 @@ row, 14336 x 4096 and 4096 x 14336 Q4_0 streamed 18-24 GB/s that way and 26-30 t
 2026-12-03, eleventh session). The scales (and Q4_1's minimums) are prefetched the same weight rows on: a
 separate, smaller stream, which the column tiles below read in 16 short pieces at a time, each piece a miss
 the hardware prefetcher did not foresee (4 rows of 4096 x 14336, 2 threads: 2.55-2.90 ms -> 2.18-2.77 median,
-one row 1.59-1.69 -> 1.20-1.43; 3 of 4 alternating rounds, the fourth slower for both). ``rows_*`` compute rows lo..hi on the calling
-thread; ``gemv_*`` split the rows into groups run by ``prange``, several per thread, which
-kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
+one row 1.59-1.69 -> 1.20-1.43; 3 of 4 alternating rounds, the fourth slower for both).
+
+``rows_*`` compute rows lo..hi on the calling thread; ``gemv_*`` split the rows into groups run by
+``prange``, several per thread, which kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
 The vector loads are unchecked: every offset below stays inside its array by construction.
 
 tests/test_quant_kernels.py checks both kinds of kernel on awkward shapes: float activations within
