@@ -31,7 +31,8 @@ the hardware prefetcher did not foresee (4 rows of 4096 x 14336, 2 threads: 2.55
 one row 1.59-1.69 -> 1.20-1.43; 3 of 4 alternating rounds, the fourth slower for both).
 
 ``rows_*`` compute rows lo..hi on the calling thread; ``gemv_*`` split the rows into groups run by
-``prange``, several per thread, which kernels.py hands out one at a time (chunk size 1), so a thread slowed by another process is helped.
+``prange``, several per thread, which kernels.py hands out one at a time (chunk size 1), so a thread
+slowed by another process is helped.
 The vector loads are unchecked: every offset below stays inside its array by construction.
 
 tests/test_quant_kernels.py checks both kinds of kernel on awkward shapes: float activations within
@@ -215,9 +216,10 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
     activation row b (B of them: 1 for a decode step, a few for a batched one).
 
     xr (B, in + ROW_PAD): interleave_x(xq) of each row; nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq,
-    (B, nb); xp, np4, dp4, sp4: the same for the 4-row passes, their rows side by side (prepare_rows_int8). A weight row is read from memory once for all B rows: the activation rows
-    go through it 4 at a time (3 left: a 4-row pass repeating the last, whose work is then done twice with the
-    same bits), then 2 or 1 left in a pass of their own; each pass splits every group of 8 blocks into nibbles
+    (B, nb); xp, np4, dp4, sp4: the same for the 4-row passes, their rows side by side (prepare_rows_int8). A
+    weight row is read from memory once for all B rows: the activation rows go through it 4 at a time (3
+    left: a 4-row pass repeating the last, whose work is then done twice with the same bits), then 2 or 1
+    left in a pass of their own; each pass splits every group of 8 blocks into nibbles
     once for its rows (the weight row is in L1 after the first pass), each row's 8 float lanes in a register.
     Per row and group: one integer dot product of 8 vector pairs started at -offset * sum xq
     (``dot8_nibbles_split``: vpdpbusd, 512-bit with AVX-512 VNNI, on AVX2 vpmaddubsw/vpmaddwd), one fma with
@@ -277,11 +279,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                     y3 = zero_f32x8() if first else load_f32x8(acc, a + j3 * V)
                     for c in range(c0, c1):
                         g = qo + c * 128
-                        prefetch(qf, g + ahead)           # the group's two cache lines, ahead
-                        prefetch(qf, g + ahead + 64)
-                        prefetch(wf, wo + c * V + ahead // 16)    # and the scales the same weight rows on
-                        if has_m:
-                            prefetch(mf, mo + c * V + ahead // 16)
+                        _prefetch_group(qf, g, wf, wo + c * V, mf, mo + c * V, has_m, ahead)
                         us = _nibbles(qf, g)
                         dw = load_f16x8(wf, wo + c * V)
                         o, e = (pg + c) * 4 * V * Q, (pg + c) * 4 * V    # row j of the group: o + j*256, e + j*8
@@ -318,11 +316,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                     y1 = zero_f32x8() if first else load_f32x8(acc, a + j1 * V)
                     for c in range(c0, c1):
                         g = qo + c * 128
-                        prefetch(qf, g + ahead)
-                        prefetch(qf, g + ahead + 64)
-                        prefetch(wf, wo + c * V + ahead // 16)
-                        if has_m:
-                            prefetch(mf, mo + c * V + ahead // 16)
+                        _prefetch_group(qf, g, wf, wo + c * V, mf, mo + c * V, has_m, ahead)
                         us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
@@ -345,11 +339,7 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                     y0 = zero_f32x8() if first else load_f32x8(acc, a + j0 * V)
                     for c in range(c0, c1):
                         g = qo + c * 128
-                        prefetch(qf, g + ahead)
-                        prefetch(qf, g + ahead + 64)
-                        prefetch(wf, wo + c * V + ahead // 16)
-                        if has_m:
-                            prefetch(mf, mo + c * V + ahead // 16)
+                        _prefetch_group(qf, g, wf, wo + c * V, mf, mo + c * V, has_m, ahead)
                         us = _nibbles(qf, g)
                         dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
                         i0 = dot8_nibbles_split(load_i32x8(nf, e0 + cv), us, _pieces8(xf, x0 + o))
@@ -371,11 +361,7 @@ def _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r
         y0 = zero_f32x8()
         for c in range(nv):
             g = qo + c * 128
-            prefetch(qf, g + AHEAD)
-            prefetch(qf, g + AHEAD + 64)
-            prefetch(wf, wo + c * V + AHEAD // 16)
-            if has_m:
-                prefetch(mf, mo + c * V + AHEAD // 16)
+            _prefetch_group(qf, g, wf, wo + c * V, mf, mo + c * V, has_m, AHEAD)
             us = _nibbles(qf, g)
             dw, o, cv = load_f16x8(wf, wo + c * V), c * 256, c * V
             i0 = dot8_nibbles_split(load_i32x8(nf, cv), us, _pieces8(xf, o))
@@ -383,6 +369,19 @@ def _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r
             if has_m:
                 y0 = fma_f32x8(load_f16x8(mf, mo + cv), load_f32x8(sf, cv), y0)
         y[0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, 0, nf, df, sf, 0, y0)
+
+
+@njit(cache=True, inline="always")
+def _prefetch_group(qf, g, wf, w, mf, mo, has_m, ahead):
+    """Prefetch, ``ahead`` weight bytes on, what a group of 8 blocks reads: its two cache lines of nibbles at
+    qf[g:], and its 8 scales at wf[w:] (Q4_1: minimums at mf[mo:]), 16 nibble bytes a scale, so ahead // 16
+    scales on. The scales are a separate stream, which the column tiles read in short pieces the hardware
+    prefetcher does not foresee."""
+    prefetch(qf, g + ahead)
+    prefetch(qf, g + ahead + 64)
+    prefetch(wf, w + ahead // 16)
+    if has_m:
+        prefetch(mf, mo + ahead // 16)
 
 
 @njit(cache=True)
