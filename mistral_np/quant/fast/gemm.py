@@ -51,6 +51,8 @@ micro-kernel reads. (A separate pass over them, one call per row and token, made
 Q8_0 weights (ggml's 34-byte blocks, kept as they are for decode) are repacked TILE_ROWS rows at a time
 into the same order as the activations (tail group padded), as unsigned bytes q + 128 (the accumulator
 then starts at -128 sum xq): VNNI takes any unsigned byte; AVX2 splits them into nibbles (dot8_bytes).
+Their activations are *centred* (quant/activations.py): each block less its centre c is quantized, and
+(d sum q) c is added per block where Q4_1's m dx sum xq goes (``centred``: dxs holds c, the tile d sum q).
 
 Where the CPU has AVX-512 VNNI, prompts go instead to gemm_lanes.py (16 weight rows as the lanes of a vector,
 the activations broadcast; 1.3-5x faster on Zen 5); elsewhere, rows narrower than 2048 go to gemm_lanes256.py
@@ -131,24 +133,47 @@ def _block_amax(x, o):
 
 
 @njit(cache=True)
-def _quantize_row(x, offset, wide, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16, chunk_at):
+def _block_centre(x, o):
+    """A centred block's c = lo / 2 + hi / 2 and max |x[o:o + 32] - c| (quant/activations.py), from one pass in
+    4 chains: x - c rounds monotonically in x, so the largest |x - c| is hi - c or c - lo."""
+    lo0 = lo1 = lo2 = lo3 = hi0 = hi1 = hi2 = hi3 = x[o]
+    for k in range(0, Q, 4):
+        lo0, hi0 = min(lo0, x[o + k]), max(hi0, x[o + k])
+        lo1, hi1 = min(lo1, x[o + k + 1]), max(hi1, x[o + k + 1])
+        lo2, hi2 = min(lo2, x[o + k + 2]), max(hi2, x[o + k + 2])
+        lo3, hi3 = min(lo3, x[o + k + 3]), max(hi3, x[o + k + 3])
+    lo, hi = min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
+    half = np.float32(0.5)
+    c = half * lo + half * hi
+    return c, max(hi - c, c - lo)
+
+
+@njit(cache=True)
+def _quantize_row(x, offset, wide, centred, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16, chunk_at):
     """One row of x -> Q8_0 blocks (decode.quantize_x_q8_0's numbers for finite x), written in place in the
     kernel's order: byte j of block 8c + b goes to c * 256 + 4 b + pos[j] (POSITIONS, or POSITIONS_WIDE for the
     wide kernel), where the 4 bytes of a chunk (j = 4 k .. 4 k + 3) stay together: the block's 4-byte chunk k is
     stored as one int32 at c * 64 + b + chunk_at[k] (``_chunk_offsets``). The last group may be partly padding
     (zeros). The block's 32 values are rounded in one loop (vectorized: decode.round_away's arithmetic on 8
     lanes, in float32), then placed. Storing chunks, not bytes, and rounding in float32 (an integer 2 made it
-    float64): 512 x 576 in 0.60 -> 0.48 ms, 256 x 4096 in 2.0 -> 1.5 ms (AMD Zen 3, 2 threads), the same bytes."""
+    float64): 512 x 576 in 0.60 -> 0.48 ms, 256 x 4096 in 2.0 -> 1.5 ms (AMD Zen 3, 2 threads), the same bytes.
+    ``centred`` (Q8_0 prompts): x - c is quantized, c = the block's centre, and dxs holds c
+    (quant/activations.py:quantize_rows_centred_ref's numbers) instead of dx * sum xq."""
     nb = x.shape[0] // Q
     q = np.empty(Q, np.int8)
     q32, xr32 = q.view(np.int32), xr.view(np.int32)
     two = np.float32(2.0)
     for blk in range(nb):
-        d = _block_amax(x, blk * Q) / np.float32(127.0)
+        o = blk * Q
+        if centred:
+            centre, amax = _block_centre(x, o)
+        else:
+            centre, amax = np.float32(0.0), _block_amax(x, o)
+        d = amax / np.float32(127.0)
         inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
         total = 0
         for j in range(Q):                                # round half away from zero, as round_away
-            v = x[blk * Q + j] * inv
+            v = (x[o + j] - centre) * inv                # x - 0.0 is x: plain blocks keep their bits
             a = abs(v)
             r = np.int32(np.floor(a) + np.floor(two * (a - np.floor(a))))
             r = r if v >= 0 else -r
@@ -159,7 +184,7 @@ def _quantize_row(x, offset, wide, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16, chunk
             xr32[c * 64 + b + chunk_at[k]] = q32[k]
         nsxo[blk] = -total * offset
         dx[blk] = d
-        dxs[blk] = d * np.float32(total)
+        dxs[blk] = centre if centred else d * np.float32(total)
         if wide:
             nsxo16[c * 16 + b] = nsxo[blk]
             dxs16[c * 16 + b] = dxs[blk]
@@ -168,7 +193,7 @@ def _quantize_row(x, offset, wide, xr, nsxo, dx, dxs, nsxo16, dx16, dxs16, chunk
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _prepare(x, offset, wide, chunk_at, tokens):
+def _prepare(x, offset, wide, centred, chunk_at, tokens):
     t_real, n = x.shape
     ng = (n // Q + V - 1) // V
     nw = ng * 16 if wide else 0
@@ -177,14 +202,16 @@ def _prepare(x, offset, wide, chunk_at, tokens):
     nsxo, dx, dxs = np.zeros((t4, ng * V), np.int32), np.zeros((t4, ng * V), np.float32), np.zeros((t4, ng * V), np.float32)
     nsxo16, dx16, dxs16 = np.zeros((t4, nw), np.int32), np.zeros((t4, nw), np.float32), np.zeros((t4, nw), np.float32)
     for t in prange(t_real):
-        _quantize_row(x[t], offset, wide, xr[t], nsxo[t], dx[t], dxs[t], nsxo16[t], dx16[t], dxs16[t], chunk_at)
+        _quantize_row(x[t], offset, wide, centred, xr[t], nsxo[t], dx[t], dxs[t], nsxo16[t], dx16[t], dxs16[t],
+                      chunk_at)
     return xr, nsxo, dx, dxs, nsxo16, dx16, dxs16
 
 
-def prepare_rows_int8(x: np.ndarray, offset: int, wide: bool, tokens: int = TOKENS) -> Activations:
+def prepare_rows_int8(x: np.ndarray, offset: int, wide: bool, tokens: int = TOKENS, centred: bool = False) -> Activations:
     """x (T, in) float32 -> Activations for a weight with this offset (8 Q4_0, 0 Q4_1, 128 Q8_0), T padded with
-    zero rows to a multiple of ``tokens`` (the micro-kernel's: 4 here, 8 in gemm_lanes.py)."""
-    return Activations(*_prepare(x, offset, wide, CHUNKS_WIDE if wide else CHUNKS, tokens))
+    zero rows to a multiple of ``tokens`` (the micro-kernel's: 4 here, 8 in gemm_lanes.py); ``centred``: blocks
+    centred first, dxs their centres (Q8_0 prompts, quant/activations.py)."""
+    return Activations(*_prepare(x, offset, wide, centred, CHUNKS_WIDE if wide else CHUNKS, tokens))
 
 
 def _arrays(a: Activations, wide: bool):
@@ -452,19 +479,32 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, pairs, n_groups):
 # ---------------------------------------------------------------- Q8_0: ggml's bytes, repacked per tile
 
 
+@njit(cache=True, inline="always")
+def q8_0_block_sum(row, src):
+    """sum_j q_j of the Q8_0 block whose 32 signed bytes start at row[src] (a centred block's weight sum)."""
+    total = 0
+    for j in range(Q):
+        total += np.int32(np.int8(row[src + j]))
+    return total
+
+
 @njit(cache=True)
-def _repack_q8_0(blocks, lo, hi, wide, qs8, d8):
+def _repack_q8_0(blocks, lo, hi, wide, centred, lut, qs8, d8, m8):
     """Rows lo..hi of ggml Q8_0 bytes -> qs8 (q + 128 as unsigned bytes in the activations' order, the last
-    group padded with q = 0) and d8 (fp16 bits, 0 for the padding): the tile the micro-kernels read."""
+    group padded with q = 0) and d8 (fp16 bits, 0 for the padding): the tile the micro-kernels read; if
+    ``centred``, m8 the blocks' d * sum q in float32 (rows of ng * 8 + 8: the wide kernel loads 16 lanes)."""
     nb = blocks.shape[1] // Q8_0_BYTES
     qs8[:] = 0x80
     d8[:] = 0
+    m8[:] = 0
     for i in range(hi - lo):
         row = blocks[lo + i]
         for blk in range(nb):
             d8[i, blk] = np.uint16(row[blk * Q8_0_BYTES]) | (np.uint16(row[blk * Q8_0_BYTES + 1]) << 8)
             c, b = blk // V, blk % V
             src = blk * Q8_0_BYTES + 2
+            if centred:
+                m8[i, blk] = lut[d8[i, blk]] * np.float32(q8_0_block_sum(row, src))
             for j in range(Q):
                 piece = 2 * ((j % 16) // 4) + j // 16
                 if wide:
@@ -473,45 +513,55 @@ def _repack_q8_0(blocks, lo, hi, wide, qs8, d8):
 
 
 @njit(cache=True)
-def _q8_0_rows_1x4(q, dr, xs, ss, es, ng, wide, y, t0, r0, r1):
-    """y[t0:t0+4, r] += repacked Q8_0 row r (flat tile from row r0) times tokens t0..t0+3, r in r0..r1."""
+def _q8_0_rows_1x4(q, dr, mr, has_m, xs, ss, es, ms, ng, wide, y, t0, r0, r1):
+    """y[t0:t0+4, r] += repacked Q8_0 row r (flat tile from row r0) times tokens t0..t0+3, r in r0..r1; with
+    ``has_m`` (centred blocks) + the blocks' d * sum q (mr) times the tokens' centres (ms)."""
     for r in range(r0, r1):
-        _q8_0_row_1x4(q, dr, (r - r0) * ng * 256, (r - r0) * ng * V, xs, ss, es, ng, wide, y, t0, r)
+        _q8_0_row_1x4(q, dr, mr, has_m, (r - r0) * ng * 256, (r - r0) * ng * V, (r - r0) * (ng + 1) * V, xs, ss,
+                      es, ms, ng, wide, y, t0, r)
 
 
 @njit(cache=True, inline="always")
-def _q8_0_row_1x4(q, dr, qo, so, xs, ss, es, ng, wide, y, t0, r):
-    """One row of _q8_0_rows_1x4: the tile's bytes from qo, its scales from so, over its ng groups."""
+def _q8_0_row_1x4(q, dr, mr, has_m, qo, so, mo, xs, ss, es, ms, ng, wide, y, t0, r):
+    """One row of _q8_0_rows_1x4: the tile's bytes from qo, its scales from so, its weight sums from mo."""
     if wide:
         acc16 = (zero_f32x16(), zero_f32x16(), zero_f32x16(), zero_f32x16())
         for c in range(ng):
             o = qo + c * 256
             u = (load_i8x64(q, o), load_i8x64(q, o + 64), load_i8x64(q, o + 128), load_i8x64(q, o + 192))
             acc16 = _group_wide(acc16, u, load_f16x8_twice(dr, so + c * V), xs, ss, es, c)
+            if has_m:  # lanes 8-15 of the centres are zero: each block's term is added once
+                acc16 = _minimums_wide(acc16, load_f32x16(mr, mo + c * V), ms, c)
         _store4(y, t0, r, hsum_f32x16(acc16[0]), hsum_f32x16(acc16[1]), hsum_f32x16(acc16[2]), hsum_f32x16(acc16[3]))
     else:
         acc = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
         for c in range(ng):
             acc = _group(acc, _pieces(q, qo + c * 256), False, load_f16x8(dr, so + c * V), xs, ss, es, c)
+            if has_m:
+                acc = _minimums(acc, load_f32x8(mr, mo + c * V), ms, c)
         _store4(y, t0, r, hsum_f32x8(acc[0]), hsum_f32x8(acc[1]), hsum_f32x8(acc[2]), hsum_f32x8(acc[3]))
 
 
 @njit(cache=True)
-def _q8_0_rows_2x4(q, dr, xs, ss, es, ng, y, t0, r0, r1):
+def _q8_0_rows_2x4(q, dr, mr, has_m, xs, ss, es, ms, ng, y, t0, r0, r1):
     """_q8_0_rows_1x4 (256 bits) two rows at a time, an odd last row alone, as _nibble_rows_2x4: the same bits."""
     r = r0
     while r + 1 < r1:
-        qo, so = (r - r0) * ng * 256, (r - r0) * ng * V
+        qo, so, mo = (r - r0) * ng * 256, (r - r0) * ng * V, (r - r0) * (ng + 1) * V
         ya = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
         yb = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
         for c in range(ng):
             ya, yb = _bytes_group2(ya, yb, _pieces(q, qo + c * 256), _pieces(q, qo + ng * 256 + c * 256),
                                    load_f16x8(dr, so + c * V), load_f16x8(dr, so + ng * V + c * V), xs, ss, es, c)
+            if has_m:
+                ya = _minimums(ya, load_f32x8(mr, mo + c * V), ms, c)
+                yb = _minimums(yb, load_f32x8(mr, mo + (ng + 1) * V + c * V), ms, c)
         _store4(y, t0, r, hsum_f32x8(ya[0]), hsum_f32x8(ya[1]), hsum_f32x8(ya[2]), hsum_f32x8(ya[3]))
         _store4(y, t0, r + 1, hsum_f32x8(yb[0]), hsum_f32x8(yb[1]), hsum_f32x8(yb[2]), hsum_f32x8(yb[3]))
         r += 2
     if r < r1:
-        _q8_0_row_1x4(q, dr, (r - r0) * ng * 256, (r - r0) * ng * V, xs, ss, es, ng, False, y, t0, r)
+        _q8_0_row_1x4(q, dr, mr, has_m, (r - r0) * ng * 256, (r - r0) * ng * V, (r - r0) * (ng + 1) * V, xs, ss,
+                      es, ms, ng, False, y, t0, r)
 
 
 @njit(cache=True)
@@ -535,10 +585,10 @@ def _bytes_group2(ya, yb, u, v, sa, sb, xs, ss, es, cx):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, pairs, n_groups):
-    """y (T4, out) for Q8_0 bytes (out, nb*34) and rows prepared with offset 128 (``_arrays(a, wide)``;
-    ms unused: Q8_0 has no minimums). The whole row per
-    micro-kernel call: a tile's rows are at most 16 x 14336 bytes (L2)."""
+def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, pairs, centred, lut, n_groups):
+    """y (T4, out) for Q8_0 bytes (out, nb*34) and rows prepared with offset 128 (``_arrays(a, wide)``); with
+    ``centred`` the rows were prepared centred and ms holds their centres (else ms is unused: Q8_0 has no
+    minimums). The whole row per micro-kernel call: a tile's rows are at most 16 x 14336 bytes (L2)."""
     out_dim = blocks.shape[0]
     nb = blocks.shape[1] // Q8_0_BYTES
     ng = (nb + V - 1) // V
@@ -548,14 +598,15 @@ def gemm_q8_0_int8(xr, ss, es, ms, blocks, wide, pairs, n_groups):
         lo, hi = grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups
         qs8 = np.empty((TILE_ROWS, ng * 256), dtype=np.uint8)
         d8 = np.empty((TILE_ROWS, ng * V), dtype=np.uint16)
-        q8f, d8f = qs8.reshape(-1), d8.reshape(-1)
+        m8 = np.empty((TILE_ROWS, (ng + 1) * V), dtype=np.float32)
+        q8f, d8f, m8f = qs8.reshape(-1), d8.reshape(-1), m8.reshape(-1)
         for r0 in range(lo, hi, TILE_ROWS):
             r1 = min(hi, r0 + TILE_ROWS)
-            _repack_q8_0(blocks, r0, r1, wide, qs8, d8)
+            _repack_q8_0(blocks, r0, r1, wide, centred, lut, qs8, d8, m8)
             for t0 in range(0, t4, TOKENS):
-                xs4, ss4, es4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0)
+                xs4, ss4, es4, ms4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0), _rows4(ms, t0)
                 if pairs and not wide:
-                    _q8_0_rows_2x4(q8f, d8f, xs4, ss4, es4, ng, y, t0, r0, r1)
+                    _q8_0_rows_2x4(q8f, d8f, m8f, centred, xs4, ss4, es4, ms4, ng, y, t0, r0, r1)
                 else:
-                    _q8_0_rows_1x4(q8f, d8f, xs4, ss4, es4, ng, wide, y, t0, r0, r1)
+                    _q8_0_rows_1x4(q8f, d8f, m8f, centred, xs4, ss4, es4, ms4, ng, wide, y, t0, r0, r1)
     return y

@@ -13,6 +13,7 @@ one accumulator whose lane i is row i's exact integer block sum:
                vpdpbusd(acc, hi(wt[b, g]), bcast(xq[t, b, 16+4g:20+4g]))     elements 16+4g..19+4g
     acc starts at -offset * sum xq[t, b]   (Q4_0: 8, Q8_0: 128; Q4_1: 0)
     y[t, rows] = fma(float(acc), d[rows, b] * dx[t, b], y[t, rows])      [+ m[rows, b] * dx sum xq]
+    (Q8_0's centred blocks, quant/activations.py: [+ (d sum q)[rows, b] * c[t, b]] in the same place)
 
 Lanes are rows, so y[t, r0:r0 + 16] is stored as it is: no horizontal sums, no tail group (a row of
 18 blocks is 18 steps), and each (row, token) sums its blocks in order 0..nb-1, the same float operations
@@ -43,6 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
+from .gemm import q8_0_block_sum
 from .layout import V
 from .simd512 import (bcast_f32x16, bcast_i8x64, bcast_i32x16, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16,
                       load_i8x64, mul_f32x16, nib_hi64, nib_lo64, scales_group16, store_f32x16, tile_group16,
@@ -98,17 +100,18 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
 
 
 @njit(cache=True)
-def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt):
+def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt, mt, centred):
     """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes (out, nb*34) -> wt[(b - b0) * 512 + j * 64 + 4 i + k] = q + 128
-    of element 4 j + k of block b of row r0 + i (unsigned bytes), dt the float32 scales. A whole tile is
-    transposed in registers (simd512.py:tile_q8_0_block16), a partial one byte by byte, with zeros for the
-    missing rows."""
+    of element 4 j + k of block b of row r0 + i (unsigned bytes), dt the float32 scales, and if ``centred`` mt
+    the blocks' d * sum q (gemm.py:q8_0_block_sum). A whole tile is transposed in registers
+    (simd512.py:tile_q8_0_block16), a partial one byte by byte, with zeros for the missing rows."""
     n = r1 - r0
     row_bytes = blocks.shape[1]
     flat = blocks.reshape(-1)
     if n < LANES:
         wt[:] = 0
         dt[:] = 0
+        mt[:] = 0
     for b in range(b0, b1):
         o = (b - b0) * 512
         src = b * Q8_0_BYTES
@@ -123,6 +126,8 @@ def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt):
         for i in range(n):
             row = blocks[r0 + i]
             dt[(b - b0) * LANES + i] = lut[np.uint16(row[src]) | (np.uint16(row[src + 1]) << 8)]
+            if centred:
+                mt[(b - b0) * LANES + i] = dt[(b - b0) * LANES + i] * np.float32(q8_0_block_sum(row, src + 2))
 
 
 # ---------------------------------------------------------------- one block, 16 rows, 8 tokens
@@ -244,7 +249,7 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
                 if nibbles:
                     _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt)
                 else:
-                    _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt)
+                    _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt, mt, has_m)
                 for t0 in range(0, t8, TOKENS):  # t8: a multiple of TOKENS (prepare_rows_int8's padding)
                     _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
                                  t0, b0 == 0)
@@ -267,7 +272,8 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, lut, n_groups):
     return _trim(y, d.shape[0])
 
 
-def gemm_q8_0_int8(xr, ss, es, ms, blocks, lut, n_groups):
-    """y (T8, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34)."""
-    y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, False, blocks, lut, False, n_groups)
+def gemm_q8_0_int8(xr, ss, es, ms, blocks, centred, lut, n_groups):
+    """y (T8, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34); ``centred``: the rows
+    were prepared centred, ms their centres, which multiply the blocks' d * sum q where Q4_1's m would go."""
+    y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, centred, blocks, lut, False, n_groups)
     return _trim(y, blocks.shape[0])

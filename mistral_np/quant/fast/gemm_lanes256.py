@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
+from .gemm import q8_0_block_sum
 from .gemm_lanes import _NO_BLOCKS, _NO_QS32, _NO_U16, _trim
 from .layout import V
 from .simd import (add_i32x8, bcast_f32x8, bcast_i8x32, bcast_i32x8, cvt_i32x8, dot8_nibbles, fma_f32x8, load_f32x8,
@@ -83,15 +84,16 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
 
 
 @njit(cache=True)
-def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt):
+def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt, mt, centred):
     """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes (out, nb*34) -> 16 vectors a block: wt32[(b - b0) * 128 +
     (8 h + j) * 8 + i] = nibbles h of word w_j of q + 128 (block b, row r0 + i), dt the float32 scales. The words
     go in the order w_j = 0, 4, 1, 5, 2, 6, 3, 7 (elements 4g.. face activation vector 2g, elements 16 + 4g..
-    vector 2g + 1, as gemm_lanes.py:_byte_vectors)."""
+    vector 2g + 1, as gemm_lanes.py:_byte_vectors); if ``centred``, mt the blocks' d * sum q."""
     n = r1 - r0
     if n < LANES:
         wt32[:] = 0
         dt[:] = 0
+        mt[:] = 0
     for b in range(b0, b1):
         o = (b - b0) * 128
         for i in range(n):
@@ -104,6 +106,8 @@ def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt):
                 wt32[o + 8 * j + i] = word & LOW
                 wt32[o + 64 + 8 * j + i] = (word >> np.uint32(4)) & LOW
             dt[(b - b0) * LANES + i] = lut[np.uint16(row[src]) | (np.uint16(row[src + 1]) << 8)]
+            if centred:
+                mt[(b - b0) * LANES + i] = dt[(b - b0) * LANES + i] * np.float32(q8_0_block_sum(row, src + 2))
 
 
 # ---------------------------------------------------------------- one block, 8 rows, 8 tokens
@@ -210,7 +214,7 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
                 if nibbles:
                     _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt)
                 else:
-                    _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt)
+                    _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt, mt, has_m)
                 for t0 in range(0, t8, TOKENS):  # t8: a multiple of TOKENS (prepare_rows_int8's padding)
                     _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
                                  t0, b0 == 0)
@@ -224,7 +228,8 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, lut, n_groups):
     return _trim(y, d.shape[0])
 
 
-def gemm_q8_0_int8(xr, ss, es, ms, blocks, lut, n_groups):
-    """y (T8, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34)."""
-    y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, False, blocks, lut, False, n_groups)
+def gemm_q8_0_int8(xr, ss, es, ms, blocks, centred, lut, n_groups):
+    """y (T8, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34); ``centred`` as in
+    gemm_lanes.py."""
+    y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, centred, blocks, lut, False, n_groups)
     return _trim(y, blocks.shape[0])

@@ -366,12 +366,14 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
     if x.shape[0] > 1 and activations == "int8":
         wide = wide_gemm()
         lanes = None if wide else lanes_kernels(x.shape[1])
+        # centred blocks (quant/activations.py): Q8_0's own error is small enough for the activations' to show
         if lanes is not None:
-            a = gemm.prepare_rows_int8(x, 128, False, lanes.TOKENS)
-            return _gemm(lanes.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, F16_TO_F32), rows.shape[0], x.shape[0])
-        a = gemm.prepare_rows_int8(x, 128, wide)
-        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs()), rows.shape[0],
-                     x.shape[0])
+            a = gemm.prepare_rows_int8(x, 128, False, lanes.TOKENS, centred=True)
+            return _gemm(lanes.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, True, F16_TO_F32), rows.shape[0],
+                         x.shape[0])
+        a = gemm.prepare_rows_int8(x, 128, wide, centred=True)
+        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs(), True, F16_TO_F32),
+                     rows.shape[0], x.shape[0])
     if x.shape[0] > 1:
         _blas_one_thread()
         return _gemm_q8_0_tiles(x, rows, F16_TO_F32, ROW_TILE)
