@@ -297,18 +297,19 @@ def test_with_activations_selects_the_activations_for_every_row_count():
 # ---------------------------------------------------------------- int8 activations against their NumPy twin
 
 
-@pytest.mark.parametrize("lanes", [False, True])
-def test_auto_activations_choose_int8_for_wide_inputs_and_narrow_4bit_weights(lanes, monkeypatch):
+@pytest.mark.parametrize("lanes", [None, "256", "512"])
+def test_auto_activations_choose_int8_for_wide_inputs_and_narrow_weights_with_a_lanes_gemm(lanes, monkeypatch):
     """decode_weights(w, "auto") (the prompt and embedding default): int8 from AUTO_INT8_MIN_IN inputs; below,
-    int8 for Q4_0 and Q4_1 where a rows-as-lanes GEMM runs, float (the weight itself) otherwise; anything that is
-    not a quantized weight is left alone."""
+    int8 for Q4_0 and Q4_1 where a rows-as-lanes GEMM runs, and for Q8_0 where the 512-bit one does, float (the
+    weight itself) otherwise; anything that is not a quantized weight is left alone."""
     from mistral_np.quant.tensor import AUTO_INT8_MIN_IN, quantize
-    monkeypatch.setattr(kernels, "lanes_kernels", lambda in_dim: kernels.gemm_lanes256_kernels if lanes else None)
+    lanes_kernels = {None: None, "256": kernels.gemm_lanes256_kernels, "512": kernels.gemm_lanes_kernels}[lanes]
+    monkeypatch.setattr(kernels, "lanes_kernels", lambda in_dim: lanes_kernels)
     rng = np.random.default_rng(0)
     for qtype in ("q4_0", "q4_1", "q8_0"):
         narrow = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN - 32)).astype(np.float32), qtype)
         wide = quantize(rng.standard_normal((8, AUTO_INT8_MIN_IN)).astype(np.float32), qtype)
-        if lanes and qtype != "q8_0":
+        if (lanes and qtype != "q8_0") or (lanes == "512" and qtype == "q8_0"):
             assert decode_weights(narrow, "auto").activations == "int8"
         else:
             assert decode_weights(narrow, "auto") is narrow

@@ -53,11 +53,14 @@ ACTIVATIONS = ("float", "int8")
 # activations (AMD Zen 3, medians of 9, alternating; docs/performance.md).
 # Quality: int8 activations add error of their own, noticeable next to Q8_0's small weight error (SmolLM2 as
 # an e5 embedder: mean cosine to float32 0.99882 with int8 in plain blocks, 0.99922 in the centred blocks Q8_0
-# prompts now use (activations.py), 0.99951 with float) and lost in 4-bit weights' (Q4_0: 0.93195 and 0.93254);
-# so narrow Q8_0 weights stay float (docs/performance.md, docs/quantization.md).
+# prompts use (activations.py), 0.99951 with float) and lost in 4-bit weights' (Q4_0: 0.93195 and 0.93254).
+# Narrow Q8_0 weights take int8 only where the 512-bit lanes GEMM runs (AVX-512 VNNI: SmolLM2's Q8_0 embedder
+# 7.2 s against 11.6-12.6 with float, the 142M one 5.5-5.8 against 9.2-9.4, AMD Zen 4); on AVX2 its Q8_0 GEMM
+# ran slower than float (AMD Zen 3: 0.75x sentence-transformers against 1.03x; docs/performance.md).
 MANY_ROWS_ACTIVATIONS = ("auto",) + ACTIVATIONS
 AUTO_INT8_MIN_IN = 2048
-AUTO_INT8_NARROW = ("Q4_0", "Q4_1")  # where the lanes GEMM runs, these take int8 at any width
+AUTO_INT8_NARROW = ("Q4_0", "Q4_1")  # where a lanes GEMM runs, these take int8 at any width
+AUTO_INT8_NARROW_VNNI = ("Q8_0",)  # these where the 512-bit one does (kernels.gemm_lanes_kernels)
 
 
 def check_activations_mode(mode: str, allowed: tuple = ACTIVATIONS) -> str:
@@ -68,10 +71,15 @@ def check_activations_mode(mode: str, allowed: tuple = ACTIVATIONS) -> str:
 
 
 def resolve_activations(w, mode: str) -> str:
-    """"auto" -> "int8" or "float" for this weight (AUTO_INT8_MIN_IN, AUTO_INT8_NARROW); any other mode as it is."""
+    """"auto" -> "int8" or "float" for this weight (AUTO_INT8_MIN_IN, AUTO_INT8_NARROW, AUTO_INT8_NARROW_VNNI);
+    any other mode as it is."""
     if mode != "auto":
         return mode
-    if w.shape[1] >= AUTO_INT8_MIN_IN or (w.qtype in AUTO_INT8_NARROW and kernels.lanes_kernels(w.shape[1])):
+    if w.shape[1] >= AUTO_INT8_MIN_IN:
+        return "int8"
+    lanes = kernels.lanes_kernels(w.shape[1])
+    if (w.qtype in AUTO_INT8_NARROW and lanes is not None) or \
+            (w.qtype in AUTO_INT8_NARROW_VNNI and lanes is kernels.gemm_lanes_kernels):
         return "int8"
     return "float"
 

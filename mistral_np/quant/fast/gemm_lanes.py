@@ -44,7 +44,6 @@ import numpy as np
 from numba import njit, prange
 
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
-from .gemm import q8_0_block_sum
 from .layout import V
 from .simd512 import (bcast_f32x16, bcast_i8x64, bcast_i32x16, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16,
                       load_i8x64, mul_f32x16, nib_hi64, nib_lo64, scales_group16, store_f32x16, tile_group16,
@@ -52,6 +51,8 @@ from .simd512 import (bcast_f32x16, bcast_i8x64, bcast_i32x16, cvt_i32x16, dpbus
 
 LANES = 16  # weight rows per tile: one int32 lane each
 TOKENS = 8  # tokens per pass over a tile chunk; prompts are padded with zero rows to a multiple of 8
+_ONES = np.ones(4, dtype=np.int8)  # the signed bytes a weight sum is dotted with
+_MINUS_4096 = np.array([-32 * 128], dtype=np.int32)  # sum (q + 128) over a block, less 32 * 128: sum q
 CHUNK_BLOCKS = 128  # blocks per chunk: the tile buffer is 128 * 256 bytes = 32 KiB (Q8_0: 64 KiB), in L1/L2
 
 
@@ -103,7 +104,7 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
 def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt, mt, centred):
     """Rows r0..r1, blocks b0..b1 of ggml Q8_0 bytes (out, nb*34) -> wt[(b - b0) * 512 + j * 64 + 4 i + k] = q + 128
     of element 4 j + k of block b of row r0 + i (unsigned bytes), dt the float32 scales, and if ``centred`` mt
-    the blocks' d * sum q (gemm.py:q8_0_block_sum). A whole tile is transposed in registers
+    the blocks' d * sum q (as gemm.py:q8_0_block_sum, in vectors). A whole tile is transposed in registers
     (simd512.py:tile_q8_0_block16), a partial one byte by byte, with zeros for the missing rows."""
     n = r1 - r0
     row_bytes = blocks.shape[1]
@@ -126,8 +127,11 @@ def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt, dt, mt, centred):
         for i in range(n):
             row = blocks[r0 + i]
             dt[(b - b0) * LANES + i] = lut[np.uint16(row[src]) | (np.uint16(row[src + 1]) << 8)]
-            if centred:
-                mt[(b - b0) * LANES + i] = dt[(b - b0) * LANES + i] * np.float32(q8_0_block_sum(row, src + 2))
+        if centred:  # d * sum q, 16 rows at once: sum (q + 128) by vpdpbusd against ones, from -32 * 128
+            acc = bcast_i32x16(_MINUS_4096, 0)
+            for j in range(8):
+                acc = dpbusd512(acc, load_i8x64(wt, o + 64 * j), bcast_i8x64(_ONES, 0))
+            store_f32x16(mt, (b - b0) * LANES, mul_f32x16(cvt_i32x16(acc), load_f32x16(dt, (b - b0) * LANES)))
 
 
 # ---------------------------------------------------------------- one block, 16 rows, 8 tokens
