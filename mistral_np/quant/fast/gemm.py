@@ -73,8 +73,8 @@ from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .decode import _nibbles
 from .layout import V
-from .simd import (cvt_i32x8, dot8_bytes, dot8_bytes_split, dot8_nibbles, dot8_nibbles_split, fma_f32x8, hsum_f32x8, load_f16x8, load_f32x8, load_i8x32,
-                   load_i32x8, mul_f32x8, zero_f32x8)
+from .simd import (cvt_i32x8, dot8_bytes, dot8_bytes_split, dot8_nibbles, dot8_nibbles_split, fma_f32x8, hmax_f32x8, hmin_f32x8,
+                   hsum_f32x8, load_f16x8, load_f32x8, load_i8x32, load_i32x8, max_f32x8, min_f32x8, mul_f32x8, zero_f32x8)
 from .simd512 import (cvt_i32x16, dpbusd512, fma_f32x16, hsum_f32x16, load_f16x8_twice, load_f32x16, load_i8x64,
                       load_i32x16, mul_f32x16, nib_hi64, nib_lo64, zero_f32x16)
 
@@ -119,30 +119,28 @@ def _chunk_offsets(pos: np.ndarray) -> np.ndarray:
 CHUNKS, CHUNKS_WIDE = _chunk_offsets(POSITIONS), _chunk_offsets(POSITIONS_WIDE)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _block_lo_hi(x, o):
+    """min and max of x[o:o + 32] (a contiguous float32 row): four 8-lane vectors, lane-wise then across lanes (a
+    chain of 32 dependent scalar maxima was a third of the row's time; for finite values the order does not
+    matter)."""
+    v0, v1, v2, v3 = load_f32x8(x, o), load_f32x8(x, o + 8), load_f32x8(x, o + 16), load_f32x8(x, o + 24)
+    lo = hmin_f32x8(min_f32x8(min_f32x8(v0, v1), min_f32x8(v2, v3)))
+    return lo, hmax_f32x8(max_f32x8(max_f32x8(v0, v1), max_f32x8(v2, v3)))
+
+
+@njit(cache=True, inline="always")
 def _block_amax(x, o):
-    """max |x[o:o + 32]|, in 4 independent chains (one chain of 32 dependent maxima was a third of the row's time;
-    the maximum of finite values does not depend on the order)."""
-    m0 = m1 = m2 = m3 = np.float32(0.0)
-    for k in range(0, Q, 4):
-        m0 = max(m0, abs(x[o + k]))
-        m1 = max(m1, abs(x[o + k + 1]))
-        m2 = max(m2, abs(x[o + k + 2]))
-        m3 = max(m3, abs(x[o + k + 3]))
-    return max(max(m0, m1), max(m2, m3))
+    """max |x[o:o + 32]| = max(hi, -lo) (negation is exact)."""
+    lo, hi = _block_lo_hi(x, o)
+    return max(hi, -lo)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block_centre(x, o):
-    """A centred block's c = lo / 2 + hi / 2 and max |x[o:o + 32] - c| (quant/activations.py), from one pass in
-    4 chains: x - c rounds monotonically in x, so the largest |x - c| is hi - c or c - lo."""
-    lo0 = lo1 = lo2 = lo3 = hi0 = hi1 = hi2 = hi3 = x[o]
-    for k in range(0, Q, 4):
-        lo0, hi0 = min(lo0, x[o + k]), max(hi0, x[o + k])
-        lo1, hi1 = min(lo1, x[o + k + 1]), max(hi1, x[o + k + 1])
-        lo2, hi2 = min(lo2, x[o + k + 2]), max(hi2, x[o + k + 2])
-        lo3, hi3 = min(lo3, x[o + k + 3]), max(hi3, x[o + k + 3])
-    lo, hi = min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
+    """A centred block's c = lo / 2 + hi / 2 and max |x[o:o + 32] - c| (quant/activations.py): x - c rounds
+    monotonically in x, so the largest |x - c| is hi - c or c - lo."""
+    lo, hi = _block_lo_hi(x, o)
     half = np.float32(0.5)
     c = half * lo + half * hi
     return c, max(hi - c, c - lo)

@@ -389,6 +389,7 @@ def hsum_f32x8(typingctx, v):
 
 
 max_f32x8 = _binary(F32x8, lambda b, x, y: b.select(b.fcmp_ordered(">", x, y), x, y))  # lane-wise max (y if NaN)
+min_f32x8 = _binary(F32x8, lambda b, x, y: b.select(b.fcmp_ordered("<", x, y), x, y))  # lane-wise min (y if NaN)
 
 
 # exp(x) for 8 float32 lanes (Cephes' expf, S. Moshier): x = n ln 2 + r with n = floor(x log2 e + 1/2), |r| <= ln 2 / 2,
@@ -449,6 +450,19 @@ def hmax_f32x8(typingctx, v):
         for width in (4, 2, 1):
             a, b = _shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width))
             v = builder.select(builder.fcmp_ordered(">", a, b), a, b)
+        return builder.extract_element(v, ir.Constant(_i32, 0))
+
+    return types.float32(v), codegen
+
+
+@intrinsic
+def hmin_f32x8(typingctx, v):
+    """The smallest of the 8 lanes as a float32."""
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        for width in (4, 2, 1):
+            a, b = _shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width))
+            v = builder.select(builder.fcmp_ordered("<", a, b), a, b)
         return builder.extract_element(v, ir.Constant(_i32, 0))
 
     return types.float32(v), codegen
