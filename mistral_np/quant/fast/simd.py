@@ -442,30 +442,23 @@ def exp_f32x8(typingctx, x):
     return F32x8(x), codegen
 
 
-@intrinsic
-def hmax_f32x8(typingctx, v):
-    """The largest of the 8 lanes as a float32."""
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        for width in (4, 2, 1):
-            a, b = _shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width))
-            v = builder.select(builder.fcmp_ordered(">", a, b), a, b)
-        return builder.extract_element(v, ir.Constant(_i32, 0))
+def _hpick(op: str):
+    """The lane that wins every ordered comparison ``op`` across the 8 lanes, as a float32 (a 3-level tree)."""
+    def fn(typingctx, v):
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            for width in (4, 2, 1):
+                a, b = _shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width))
+                v = builder.select(builder.fcmp_ordered(op, a, b), a, b)
+            return builder.extract_element(v, ir.Constant(_i32, 0))
 
-    return types.float32(v), codegen
+        return types.float32(v), codegen
+
+    return intrinsic(fn)
 
 
-@intrinsic
-def hmin_f32x8(typingctx, v):
-    """The smallest of the 8 lanes as a float32."""
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        for width in (4, 2, 1):
-            a, b = _shuffle(builder, v, v, range(width)), _shuffle(builder, v, v, range(width, 2 * width))
-            v = builder.select(builder.fcmp_ordered("<", a, b), a, b)
-        return builder.extract_element(v, ir.Constant(_i32, 0))
-
-    return types.float32(v), codegen
+hmax_f32x8 = _hpick(">")  # the largest of the 8 lanes
+hmin_f32x8 = _hpick("<")  # the smallest
 
 
 @intrinsic
