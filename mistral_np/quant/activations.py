@@ -117,9 +117,10 @@ def block_terms(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], qtype
     sx = xq.sum(axis=2, dtype=np.int64)  # (T, nb)
     dots = np.einsum("tbj,rbj->trb", xq.astype(np.int64), q.astype(np.int64)) - offset * sx[:, None, :]
     dx64 = dx.astype(np.float64)[:, None, :]  # (T, 1, nb)
-    second = m.astype(np.float64)[None] * dx64 * sx[:, None, :]
     if centred(qtype, x.shape[0]):
         second = (d.astype(np.float64) * q.sum(axis=2, dtype=np.int64))[None] * c.astype(np.float64)[:, None, :]
+    else:
+        second = m.astype(np.float64)[None] * dx64 * sx[:, None, :]
     return d.astype(np.float64)[None] * dx64 * dots, second
 
 
@@ -150,10 +151,11 @@ def int8_sum_bound(x: np.ndarray, packed: np.ndarray, shape: tuple[int, int], qt
     mags = np.einsum("tbj,rbj->trb", axq, np.abs(q.astype(np.int64))) + offset * axq.sum(axis=2)[:, None, :]
     sx = xq.sum(axis=2, dtype=np.int64)
     dx64 = np.abs(dx.astype(np.float64))[:, None, :]
-    second = np.abs(m.astype(np.float64))[None] * dx64 * np.abs(sx)[:, None, :]
     if centred(qtype, x.shape[0]):
         sq = np.abs(d.astype(np.float64) * q.sum(axis=2, dtype=np.int64))
         second = sq[None] * np.abs(c.astype(np.float64))[:, None, :]
+    else:
+        second = np.abs(m.astype(np.float64))[None] * dx64 * np.abs(sx)[:, None, :]
     total = np.abs(d.astype(np.float64))[None] * dx64 * mags + second
     nb = shape[1] // Q
     return (4 * nb + 4) * 2.0 ** -24 * total.sum(axis=2)

@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...errors import InvalidArgumentError
+from ..activations import centred
 from ..common import Q, check_activations, check_packed
 from ..q4_0 import BLOCK_BYTES as Q4_0_BYTES
 from ..q4_1 import BLOCK_BYTES as Q4_1_BYTES
@@ -367,12 +368,13 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
         wide = wide_gemm()
         lanes = None if wide else lanes_kernels(x.shape[1])
         # centred blocks (quant/activations.py): Q8_0's own error is small enough for the activations' to show
+        c = centred("Q8_0", x.shape[0])
         if lanes is not None:
-            a = gemm.prepare_rows_int8(x, 128, False, lanes.TOKENS, centred=True)
-            return _gemm(lanes.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, True, F16_TO_F32), rows.shape[0],
+            a = gemm.prepare_rows_int8(x, 128, False, lanes.TOKENS, centred=c)
+            return _gemm(lanes.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, c, F16_TO_F32), rows.shape[0],
                          x.shape[0])
-        a = gemm.prepare_rows_int8(x, 128, wide, centred=True)
-        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs(), True, F16_TO_F32),
+        a = gemm.prepare_rows_int8(x, 128, wide, centred=c)
+        return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs(), c, F16_TO_F32),
                      rows.shape[0], x.shape[0])
     if x.shape[0] > 1:
         _blas_one_thread()
