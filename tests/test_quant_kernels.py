@@ -66,7 +66,7 @@ def test_prefill_t512_on_a_modest_matrix(qtype):
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
-@pytest.mark.parametrize("blocks", [1, 8, 18, 130])
+@pytest.mark.parametrize("blocks", [1, 8, 18, 127])  # rows of at most 128 blocks: one tile, row order
 def test_interleaved_layout_round_trips(qtype, blocks):
     w, _, packed = case(qtype, 5, blocks, 1, 2)
     lay = layout.repack(packed, w.shape, qtype)
@@ -79,6 +79,33 @@ def test_interleaved_layout_round_trips(qtype, blocks):
         assert lay.qs[0, 3] == qs[0, 0, 3] and lay.qs[0, 4] == qs[0, 1, 0] and lay.qs[0, 32] == qs[0, 0, 4]
         assert lay.qs[0, 127] == qs[0, 7, 15]
     np.testing.assert_array_equal(lay.qs[:, nv * 16:], qs[:, nv:].reshape(5, -1))  # the tail keeps ggml's order
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+@pytest.mark.parametrize("rows, blocks", [(37, 130), (16, 256), (40, 300), (3, 448)])
+def test_wide_rows_are_stored_in_tiles(qtype, rows, blocks):
+    """Rows of more than 128 blocks: chunks of 16 rows, column tiles of 128 blocks (the last one what is left,
+    the tail included), a chunk's pieces of one tile one after another (layout.py's picture). Checked against
+    the row-order layout of the same bytes, block by block, for nibbles, scales and minimums."""
+    w, _, packed = case(qtype, rows, blocks, 1, 6)
+    lay = layout.repack(packed, w.shape, qtype)
+    np.testing.assert_array_equal(layout.unrepack(lay), packed)
+    assert lay.nbytes == packed.nbytes
+    head = {"Q4_0": 2, "Q4_1": 4}[qtype]
+    plain = layout.interleave(packed.reshape(rows, blocks, head + 16)[:, :, head:]).reshape(rows, blocks, 16)
+    d = packed.reshape(rows, blocks, head + 16)[:, :, 0:2].copy().view(np.uint16)[:, :, 0]
+    qf, df = lay.qs.reshape(-1, 16), lay.d.reshape(-1)
+    for r in range(rows):
+        for b in range(blocks):
+            r0, b0 = r - r % 16, b - b % 128
+            at = r0 * blocks + b0 * min(16, rows - r0) + (r - r0) * min(128, blocks - b0) + (b - b0)
+            assert at == layout.block_at(r, b, rows, blocks)
+            np.testing.assert_array_equal(qf[at], plain[r, b])
+            assert df[at] == d[r, b]
+            if qtype == "Q4_1":
+                assert lay.m.reshape(-1)[at] == packed.reshape(rows, blocks, 20)[r, b, 2:4].copy().view(np.uint16)[0]
+    # the first chunk's first tile: row 0's 128 blocks, then row 1's (2 KiB of nibbles a row)
+    np.testing.assert_array_equal(lay.qs.reshape(-1)[2048:2048 + 16], plain[1, 0])
 
 
 def int8_bound(x, w_deq):

@@ -50,7 +50,7 @@ from numba import njit, prange
 
 from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
-from .layout import V
+from .layout import TILE_BLOCKS, TILE_GROUPS, TILE_ROWS, V, tile_base, tile_blocks
 from .simd import (abs_i8, cvt_i32x8, dot8_nibbles_split, dpbusd, expand4_f32x8, fma_f32x8, hsum_f32x8, i8x32_to_f32x8x4,
                    load_f16x8, load_f32x8, load_i8x32, load_i32x8, load_nibbles16, mul_f32x8, nib_hi, nib_lo, prefetch,
                    sign_i8, splat_f32x8, store_f32x8, sub_i8, zero_f32x8, zero_i32x8)
@@ -60,7 +60,7 @@ AHEAD = 4096  # software prefetch distance in weight bytes: 1 thread streamed 4.
 ROW_PAD = 64  # bytes after each int8 activation row: at 4096 inputs the rows would start 4 KiB apart, and the
               # loads of the rows at one offset then map to the same L1 set (measured: 4 rows cost 2x 2 rows)
 X_TILE = 16384  # bytes of int8 activations (all B rows) a column tile of the several-row kernel holds: in L1
-ROW_CHUNK = 16  # weight rows that go through one column tile before the next
+ROW_CHUNK = TILE_ROWS  # weight rows that go through one column tile before the next: the layout's chunk
 
 
 # ---------------------------------------------------------------- activations
@@ -226,12 +226,17 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
     d * dx [and one with m * dx sum xq].
 
     Column tiles: every weight row sweeps all B activation rows, so those must stay in L1. When they are more
-    than ``X_TILE`` bytes (4 rows of a 14336-wide down projection: 57 KiB), the columns go in tiles of
-    ``X_TILE // B`` bytes a row: ``ROW_CHUNK`` weight rows go through one tile, each (weight row, activation
-    row) keeping its 8 lanes in ``acc`` until the next tile. On Zen 5, 2 threads, 4 rows of the 4096 x 14336
-    down projection: 1.2-1.45 ms untiled, 0.82-1.08 ms tiled (the same-bytes 14336 x 4096 gate projection,
-    one tile: ~0.7-0.9 ms). 16 KiB is half of Zen 3's L1 (24 KiB ran 7 % faster on Zen 5's 48 KiB L1; not
-    taken). A row's lanes see the same fmas in the same order either way.
+    than ``X_TILE`` bytes (4 rows of a 14336-wide down projection: 57 KiB), the columns go in tiles: the
+    layout's own (layout.py: 128 blocks, 16 KiB of int8 for 4 rows), or a power-of-2 part of one for more
+    rows. ``ROW_CHUNK`` weight rows (the layout's 16-row chunk) go through one tile, each (weight row,
+    activation row) keeping its 8 lanes in ``acc`` until the next tile. On Zen 5, 2 threads, 4 rows of the
+    4096 x 14336 down projection: 1.2-1.45 ms untiled, 0.82-1.08 ms tiled (the same-bytes 14336 x 4096 gate
+    projection, one tile: ~0.7-0.9 ms). 16 KiB is half of Zen 3's L1 (24 KiB ran 7 % faster on Zen 5's 48 KiB
+    L1; not taken). A row's lanes see the same fmas in the same order either way. Because a wide weight is
+    stored tile by tile, the chunk's pieces of a tile are one stream in memory (in row order they were 16
+    pieces 7 KiB apart, which memory served at ~2/3 of one stream's speed, docs/performance.md, thirteenth
+    session); one activation row on such a weight goes the same way (a plain row loop would jump between
+    the tiles), narrower weights one row after another (``_one_row_int8``).
 
     The 4-row pass reads its activations from xp, np4, dp4 (sp4), where its rows' groups sit side by side: one
     pointer and constant offsets. Reading them from the 4 rows of xr, nsxo, dx (dxs) instead took 12 pointers,
@@ -244,32 +249,40 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
     written out: as helper functions taking the rows' array views, Numba kept reference counting inside the
     inner loop (13x slower, docs/quantization.md).
     """
-    nb = d.shape[1]
+    out_dim, nb = d.shape
     nv = nb // V
     n, xs, rb = xr.shape[0], xr.shape[1], qs.shape[1]
     # flat views, offsets by hand: a view a row (xr[b], qs[r]) cost ~9 ns a weight row in reference counts
     xf, nf, df, sf = xr.reshape(-1), nsxo.reshape(-1), dx.reshape(-1), dxs.reshape(-1)
     qf, wf, mf = qs.reshape(-1), d.reshape(-1), m.reshape(-1)
-    if n == 1:                                            # one decode step: its own plain loop
+    if n == 1 and nb <= TILE_BLOCKS:                      # one decode step, rows in row order: a plain loop
         _one_row_int8(xf, nf, df, sf, qf, wf, mf, has_m, lut, nv, nb, rb, lo_r, hi_r, y)
         return
     left = n % 4                                          # 3 left: a 4-row pass repeating the last; 2: a pair
     n4 = 4 * _four_row_passes(n)                          # the rows the 4-row passes cover
-    tile = max(1, X_TILE // (n * V * Q))                  # groups of 8 blocks a column tile holds
-    if nv <= tile:
-        tile, chunk, ahead = max(nv, 1), max(hi_r - lo_r, 1), AHEAD   # one tile: rows in turn, streaming on
-    else:
-        chunk, ahead = ROW_CHUNK, 2 * rb                  # prefetch the same tile two weight rows on
+    tile = TILE_GROUPS                                    # groups of 8 blocks a column tile holds: the layout's
+    while tile > 1 and tile * n * V * Q > X_TILE:         # tile, or a power-of-2 part of it (never across two)
+        tile //= 2
+    if nv <= tile:                                        # one tile (the rows are in row order, layout.py)
+        tile, chunk = max(nv, 1), max(hi_r - lo_r, 1)     # rows in turn, streaming on
+    else:                                                 # chunks of the layout's 16 rows
+        chunk = ROW_CHUNK
     # 8 lanes for each (weight row, activation row) between tiles; one tile never touches them, so no allocation
     # then (a call can be a group of 16 rows): df stands in
     acc = np.empty(chunk * n * V, dtype=np.float32) if nv > tile else df
-    for r0 in range(lo_r, hi_r, chunk):
-        r1 = min(r0 + chunk, hi_r)
+    r0 = lo_r
+    while r0 < hi_r:
+        r1 = min(r0 - r0 % chunk + chunk, hi_r) if nv > tile else hi_r   # (a group may start inside a chunk)
         for c0 in range(0, max(nv, 1), tile):             # (no full group: one empty tile, then the tail)
             c1 = min(c0 + tile, nv)
             first, last = c0 == 0, c1 >= nv
+            # the whole layout tile: one stream through the chunk's rows; a part of it: the same part two rows on
+            ahead = AHEAD if tile == TILE_GROUPS or nv <= tile else 2 * tile_blocks(c0 * V, nb) * 16
             for r in range(r0, r1):
-                qo, wo, mo, a = r * rb, r * nb, r * nb if has_m else 0, (r - r0) * n * V
+                base = tile_base(r, c0 * V, out_dim, nb)  # where the tile's piece of row r starts, less c0 * 8
+                qo, wo, mo, a = base * 16, base, base if has_m else 0, (r - r0) * n * V
+                tb = tile_base(r, nv * V, out_dim, nb)    # the same for the tail blocks (their tile)
+                tq, tw, tm = tb * 16, tb, tb if has_m else 0
                 for b in range(0, n4, 4):                 # 4 rows at a time
                     j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
                     pg = b // 4 * nv                      # the pass's first group in xp, np4, dp4, sp4
@@ -300,10 +313,10 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                     x0, x1, x2, x3 = j0 * xs, j1 * xs, j2 * xs, j3 * xs   # the tail blocks: the rows of xr, nsxo, ...
                     e0, e1, e2, e3 = j0 * nb, j1 * nb, j2 * nb, j3 * nb
                     if last:                              # row j3 = j2 when repeated: the same bits twice
-                        y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
-                        y[j1, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
-                        y[j2, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x2, nf, df, sf, e2, y2)
-                        y[j3, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x3, nf, df, sf, e3, y3)
+                        y[j0, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
+                        y[j1, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
+                        y[j2, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x2, nf, df, sf, e2, y2)
+                        y[j3, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x3, nf, df, sf, e3, y3)
                     else:
                         store_f32x8(acc, a + j0 * V, y0)
                         store_f32x8(acc, a + j1 * V, y1)
@@ -328,8 +341,8 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                             y0 = fma_f32x8(mw, load_f32x8(sf, e0 + cv), y0)
                             y1 = fma_f32x8(mw, load_f32x8(sf, e1 + cv), y1)
                     if last:
-                        y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
-                        y[j1, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
+                        y[j0, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
+                        y[j1, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x1, nf, df, sf, e1, y1)
                     else:
                         store_f32x8(acc, a + j0 * V, y0)
                         store_f32x8(acc, a + j1 * V, y1)
@@ -347,9 +360,10 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
                         if has_m:
                             y0 = fma_f32x8(load_f16x8(mf, mo + cv), load_f32x8(sf, e0 + cv), y0)
                     if last:
-                        y[j0, r] = _int8_tail(qf, qo, wf, wo, mf, mo, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
+                        y[j0, r] = _int8_tail(qf, tq, wf, tw, mf, tm, has_m, lut, nv, nb, xf, x0, nf, df, sf, e0, y0)
                     else:
                         store_f32x8(acc, a + j0 * V, y0)
+        r0 = r1
 
 
 @njit(cache=True)
@@ -425,37 +439,41 @@ def rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
     times each. As in rows_nibbles_int8, a weight row is read once for all rows, each row's arithmetic
     does not depend on B.
     """
-    nb = d.shape[1]
+    out_dim, nb = d.shape
     nv = nb // V
+    q, dr, mr = qs.reshape(-1), d.reshape(-1), m.reshape(-1)   # flat: blocks where layout.block_at puts them
     for r in range(lo_r, hi_r):
-        q, dr, mr = qs[r], d[r], m[r if has_m else 0]
         for b in range(xr.shape[0]):
             xrb, xsb = xr[b], xsum[b]
             yv, tail = zero_f32x8(), np.float32(0.0)
-            for c in range(nv):
-                prefetch(q, c * 128 + AHEAD)
-                prefetch(q, c * 128 + AHEAD + 64)
-                a0, a1, a2, a3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
-                for g in range(4):
-                    v = load_i8x32(q, c * 128 + g * 32)
-                    xo = c * 256 + g * 64
-                    l0, l1, l2, l3 = i8x32_to_f32x8x4(sub_i8(nib_lo(v), offset))
-                    a0, a1 = fma_f32x8(l0, load_f32x8(xrb, xo), a0), fma_f32x8(l1, load_f32x8(xrb, xo + 8), a1)
-                    a2, a3 = fma_f32x8(l2, load_f32x8(xrb, xo + 16), a2), fma_f32x8(l3, load_f32x8(xrb, xo + 24), a3)
-                    h0, h1, h2, h3 = i8x32_to_f32x8x4(sub_i8(nib_hi(v), offset))
-                    a0, a1 = fma_f32x8(h0, load_f32x8(xrb, xo + 32), a0), fma_f32x8(h1, load_f32x8(xrb, xo + 40), a1)
-                    a2, a3 = fma_f32x8(h2, load_f32x8(xrb, xo + 48), a2), fma_f32x8(h3, load_f32x8(xrb, xo + 56), a3)
-                e0, e1, e2, e3 = expand4_f32x8(load_f16x8(dr, c * V))
-                yv = fma_f32x8(a3, e3, fma_f32x8(a2, e2, fma_f32x8(a1, e1, fma_f32x8(a0, e0, yv))))
-                if has_m:
-                    yv = fma_f32x8(load_f16x8(mr, c * V), load_f32x8(xsb, c * V), yv)
+            for t0 in range(0, nv, TILE_GROUPS):          # the layout's tiles (one, for rows of <= 128 blocks)
+                so = tile_base(r, t0 * V, out_dim, nb)    # row r's piece of the tile, less t0 * 8 blocks
+                qo = so * 16
+                for c in range(t0, min(t0 + TILE_GROUPS, nv)):
+                    prefetch(q, qo + c * 128 + AHEAD)
+                    prefetch(q, qo + c * 128 + AHEAD + 64)
+                    a0, a1, a2, a3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
+                    for g in range(4):
+                        v = load_i8x32(q, qo + c * 128 + g * 32)
+                        xo = c * 256 + g * 64
+                        l0, l1, l2, l3 = i8x32_to_f32x8x4(sub_i8(nib_lo(v), offset))
+                        a0, a1 = fma_f32x8(l0, load_f32x8(xrb, xo), a0), fma_f32x8(l1, load_f32x8(xrb, xo + 8), a1)
+                        a2, a3 = fma_f32x8(l2, load_f32x8(xrb, xo + 16), a2), fma_f32x8(l3, load_f32x8(xrb, xo + 24), a3)
+                        h0, h1, h2, h3 = i8x32_to_f32x8x4(sub_i8(nib_hi(v), offset))
+                        a0, a1 = fma_f32x8(h0, load_f32x8(xrb, xo + 32), a0), fma_f32x8(h1, load_f32x8(xrb, xo + 40), a1)
+                        a2, a3 = fma_f32x8(h2, load_f32x8(xrb, xo + 48), a2), fma_f32x8(h3, load_f32x8(xrb, xo + 56), a3)
+                    e0, e1, e2, e3 = expand4_f32x8(load_f16x8(dr, so + c * V))
+                    yv = fma_f32x8(a3, e3, fma_f32x8(a2, e2, fma_f32x8(a1, e1, fma_f32x8(a0, e0, yv))))
+                    if has_m:
+                        yv = fma_f32x8(load_f16x8(mr, so + c * V), load_f32x8(xsb, c * V), yv)
+            to = tile_base(r, nv * V, out_dim, nb)        # the tail blocks' tile
             for blk in range(nv * V, nb):  # tail blocks, ggml order: one block per vector
-                q0, q1, q2, q3 = i8x32_to_f32x8x4(sub_i8(load_nibbles16(q, blk * 16), offset))
+                q0, q1, q2, q3 = i8x32_to_f32x8x4(sub_i8(load_nibbles16(q, (to + blk) * 16), offset))
                 s = fma_f32x8(q3, load_f32x8(xrb, blk * Q + 24), fma_f32x8(q2, load_f32x8(xrb, blk * Q + 16),
                               fma_f32x8(q1, load_f32x8(xrb, blk * Q + 8), mul_f32x8(q0, load_f32x8(xrb, blk * Q)))))
-                yv = fma_f32x8(s, splat_f32x8(lut[dr[blk]]), yv)
+                yv = fma_f32x8(s, splat_f32x8(lut[dr[to + blk]]), yv)
                 if has_m:
-                    tail += lut[mr[blk]] * xsb[blk]
+                    tail += lut[mr[to + blk]] * xsb[blk]
             y[b, r] = hsum_f32x8(yv) + tail
 
 

@@ -72,7 +72,7 @@ from numba import njit, prange
 from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .decode import _nibbles
-from .layout import V
+from .layout import TILE_GROUPS, V, tile_base
 from .simd import (cvt_i32x8, dot8_bytes, dot8_bytes_split, dot8_nibbles, dot8_nibbles_split, fma_f32x8, hmax_f32x8, hmin_f32x8,
                    hsum_f32x8, load_f16x8, load_f32x8, load_i8x32, load_i32x8, max_f32x8, min_f32x8, mul_f32x8, zero_f32x8)
 from .simd512 import (cvt_i32x16, dpbusd512, fma_f32x16, hsum_f32x16, load_f16x8_twice, load_f32x16, load_i8x64,
@@ -80,6 +80,7 @@ from .simd512 import (cvt_i32x16, dpbusd512, fma_f32x16, hsum_f32x16, load_f16x8
 
 TOKENS = 4  # tokens per micro-kernel
 GROUPS_PER_CHUNK = 16  # vector groups per chunk of a row: 16 * 256 = 4096 values, 4 tokens = 16 KiB of int8
+assert TILE_GROUPS % GROUPS_PER_CHUNK == 0  # a chunk never straddles two of the layout's column tiles
 TILE_ROWS = 16  # Q8_0 rows repacked at a time: 16 * 4096 bytes = 64 KiB
 WIDE_ORDER = (0, 2, 1, 3, 4, 6, 5, 7)  # piece j of a wide group holds decode.interleave_x's piece WIDE_ORDER[j]
 
@@ -303,16 +304,17 @@ def _store4(y, t0, r, y0, y1, y2, y3):
 
 
 @njit(cache=True)
-def _nibble_rows_1x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
+def _nibble_rows_1x4(w, xs, ss, es, ms, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
     """The 256-bit micro-kernel, for rows lo..hi in turn: y[t0:t0+4, r] += row r times tokens t0..t0+3
     over groups c0..c1-1, then the padded tail group if ``tail``. Registers: 8 nibble vectors, 4
-    accumulators. w = (qs, d, m, qt, dt, mt) flat, rows of qrow bytes and nb scales; xs, ss, es, ms: the 4
+    accumulators. w = (qs, d, m, qt, dt, mt) flat, out_dim rows of nb blocks (groups c0..c1 within one of the
+    layout's column tiles, layout.py: row r's piece at tile_base); xs, ss, es, ms: the 4
     tokens' activation rows. One call per chunk and 4 tokens, flat arrays and offsets: a call per row
     passed ~150 words of array structs (105 ns a call, more than the work on SmolLM2's 576-wide rows), and
     a view per row took an atomic reference count on the weight's memory, bounced between the two cores."""
     for r in range(lo, hi):
-        _nibble_row_1x4(w, xs, ss, es, ms, has_m, r * qrow, r * nb, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y,
-                        t0, r)
+        so = tile_base(r, c0 * V, out_dim, nb)
+        _nibble_row_1x4(w, xs, ss, es, ms, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y, t0, r)
 
 
 @njit(cache=True, inline="always")
@@ -354,7 +356,7 @@ def _group2(ya, yb, u, v, sa, sb, xs, ss, es, cx):
 
 
 @njit(cache=True)
-def _nibble_rows_2x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
+def _nibble_rows_2x4(w, xs, ss, es, ms, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
     """_nibble_rows_1x4 two weight rows at a time (an odd last row alone): each activation vector is loaded
     once for 2 rows, and the 8 integer dot products of a (row, token) pair run in short chains on 512 bits
     (``dot8_nibbles_split``). Chosen where the CPU has AVX-512 VNNI (kernels.gemm_pairs): 32 zmm registers
@@ -362,18 +364,19 @@ def _nibble_rows_2x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y
     Every (row, token) sees the float operations of _nibble_row_1x4 in the same order: the same bits."""
     r = lo
     while r + 1 < hi:
-        _nibble_pair_1x4(w, xs, ss, es, ms, has_m, r * qrow, qrow, r * nb, nb, (r - lo) * 128, (r - lo) * V, c0, c1,
-                         tail, y, t0, r)
+        sa, sb = tile_base(r, c0 * V, out_dim, nb), tile_base(r + 1, c0 * V, out_dim, nb)
+        _nibble_pair_1x4(w, xs, ss, es, ms, has_m, sa * 16, (sb - sa) * 16, sa, sb - sa, (r - lo) * 128, (r - lo) * V,
+                         c0, c1, tail, y, t0, r)
         r += 2
     if r < hi:
-        _nibble_row_1x4(w, xs, ss, es, ms, has_m, r * qrow, r * nb, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y,
-                        t0, r)
+        so = tile_base(r, c0 * V, out_dim, nb)
+        _nibble_row_1x4(w, xs, ss, es, ms, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y, t0, r)
 
 
 @njit(cache=True, inline="always")
 def _nibble_pair_1x4(w, xs, ss, es, ms, has_m, qo, qrow, so, nb, to, tso, c0, c1, tail, y, t0, r):
     """Rows r and r + 1 of _nibble_rows_2x4 (the second row's bytes qrow, its scales nb, its tail group 128
-    bytes and V scales after the first's)."""
+    bytes and V scales after the first's: in the layout's tiles, the distance between the two rows' pieces)."""
     qf, df, mf, qtf, dtf, mtf = w
     ya = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
     yb = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
@@ -394,11 +397,12 @@ def _nibble_pair_1x4(w, xs, ss, es, ms, has_m, qo, qrow, so, nb, to, tso, c0, c1
 
 
 @njit(cache=True)
-def _nibble_rows_wide_1x4(w, xs, ss, es, ms, has_m, qrow, nb, lo, hi, c0, c1, tail, y, t0):
+def _nibble_rows_wide_1x4(w, xs, ss, es, ms, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
     """_nibble_rows_1x4 on 512 bits: two 64-byte loads per group give 4 nibble vectors."""
     for r in range(lo, hi):
-        _nibble_row_wide_1x4(w, xs, ss, es, ms, has_m, r * qrow, r * nb, (r - lo) * 128, (r - lo) * V, c0, c1, tail,
-                             y, t0, r)
+        so = tile_base(r, c0 * V, out_dim, nb)
+        _nibble_row_wide_1x4(w, xs, ss, es, ms, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y,
+                             t0, r)
 
 
 @njit(cache=True, inline="always")
@@ -428,19 +432,21 @@ def _nibble_group_wide(acc, q, dr, mr, qo, so, has_m, xs, ss, es, ms, cx):
 def _tail_groups(qs, d, m, has_m, lo, hi, qt, dt, mt):
     """Rows lo..hi's tail blocks (ggml order in the layout, layout.py) -> one zero-padded interleaved group
     each: qt (rows, 128) nibble bytes, dt, mt (rows, 8) fp16 bits (0 = 0.0 for the padding)."""
-    nb = d.shape[1]
+    out_dim, nb = d.shape
     nv = nb // V
+    qf, df, mf = qs.reshape(-1), d.reshape(-1), m.reshape(-1)
     qt[:] = 0
     dt[:] = 0
     mt[:] = 0
     for i in range(hi - lo):
+        tb = tile_base(lo + i, nv * V, out_dim, nb) + nv * V  # the row's first tail block (layout.py)
         for b in range(nb - nv * V):
-            dt[i, b] = d[lo + i, nv * V + b]
+            dt[i, b] = df[tb + b]
             if has_m:
-                mt[i, b] = m[lo + i, nv * V + b]
+                mt[i, b] = mf[tb + b]
             for g in range(4):
                 for k in range(4):
-                    qt[i, g * 32 + b * 4 + k] = qs[lo + i, nv * 128 + b * 16 + 4 * g + k]
+                    qt[i, g * 32 + b * 4 + k] = qf[(tb + b) * 16 + 4 * g + k]
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -448,7 +454,6 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, pairs, n_groups):
     """y (T4, out) = the int8-activation product of prepared rows (``_arrays(a, wide)``: xr, -offset sum xq,
     dx, dx sum xq) and a nibble-layout weight; ``pairs``: the 256-bit micro-kernel two rows at a time."""
     out_dim, nb = d.shape
-    qrow = qs.shape[1]
     nv = nb // V
     tail = 1 if nb % V else 0
     t4 = xr.shape[0]
@@ -466,11 +471,11 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, pairs, n_groups):
             for t0 in range(0, t4, TOKENS):
                 xs4, ss4, es4, ms4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0), _rows4(ms, t0)
                 if wide:
-                    _nibble_rows_wide_1x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
+                    _nibble_rows_wide_1x4(w, xs4, ss4, es4, ms4, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
                 elif pairs:
-                    _nibble_rows_2x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
+                    _nibble_rows_2x4(w, xs4, ss4, es4, ms4, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
                 else:
-                    _nibble_rows_1x4(w, xs4, ss4, es4, ms4, has_m, qrow, nb, lo, hi, c0, c1, last, y, t0)
+                    _nibble_rows_1x4(w, xs4, ss4, es4, ms4, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
     return y
 
 

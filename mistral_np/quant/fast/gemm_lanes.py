@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
-from .layout import V
+from .layout import TILE_BLOCKS, TILE_ROWS, V, block_at, tile_base, tile_blocks
 from .simd512 import (bcast_f32x16, bcast_i8x64, bcast_i32x16, cvt_i32x16, dpbusd512, fma_f32x16, load_f32x16,
                       load_i8x64, mul_f32x16, nib_hi64, nib_lo64, scales_group16, store_f32x16, tile_group16,
                       tile_q8_0_block16, zero_f32x16)
@@ -54,6 +54,7 @@ TOKENS = 8  # tokens per pass over a tile chunk; prompts are padded with zero ro
 _ONES = np.ones(4, dtype=np.int8)  # the signed bytes a weight sum is dotted with
 _MINUS_4096 = np.array([-32 * 128], dtype=np.int32)  # sum (q + 128) over a block, less 32 * 128: sum q
 CHUNK_BLOCKS = 128  # blocks per chunk: the tile buffer is 128 * 256 bytes = 32 KiB (Q8_0: 64 KiB), in L1/L2
+assert TILE_BLOCKS % CHUNK_BLOCKS == 0 and TILE_ROWS % LANES == 0  # a chunk and a tile inside one of the layout's
 
 
 # ---------------------------------------------------------------- tiles
@@ -67,8 +68,7 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
     in registers (simd512.py:tile_group16, scales_group16); the tail blocks and a partial tile word by word,
     with zeros for the missing rows (their lanes are computed and dropped)."""
     n = r1 - r0
-    nb = d.shape[1]
-    row_words = nb * 4
+    out_dim, nb = d.shape
     df, mf = d.reshape(-1), m.reshape(-1)
     if n < LANES:
         wt32[:] = 0
@@ -76,11 +76,12 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
         mt[:] = 0
     for b in range(b0, b1):
         if n == LANES and b < nv8:  # b0 is a multiple of 8: the chunk holds the group whole
-            if b % V == 0:
-                tile_group16(qs32, r0 * row_words + (b // V) * 32, row_words, wt32, (b - b0) * 64)
-                scales_group16(df, r0 * nb + b, nb, dt, (b - b0) * LANES)
+            if b % V == 0:  # r0: a multiple of 16, the layout's chunk (layout.py): its rows tile_blocks apart
+                at, stride = block_at(r0, b, out_dim, nb), tile_blocks(b, nb)
+                tile_group16(qs32, at * 4, stride * 4, wt32, (b - b0) * 64)
+                scales_group16(df, at, stride, dt, (b - b0) * LANES)
                 if has_m:
-                    scales_group16(mf, r0 * nb + b, nb, mt, (b - b0) * LANES)
+                    scales_group16(mf, at, stride, mt, (b - b0) * LANES)
             continue
         if b < nv8:
             src, step = (b // V) * 32 + b % V, 8  # group c: word c*32 + g*8 + b mod 8 (layout.py)
@@ -88,16 +89,17 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
             src, step = nv8 * 4 + (b - nv8) * 4, 1  # the tail keeps ggml's order
         o = (b - b0) * 64
         for i in range(n):
-            w = (r0 + i) * row_words + src
+            w = tile_base(r0 + i, b, out_dim, nb) * 4 + src
             wt32[o + i] = qs32[w]
             wt32[o + 16 + i] = qs32[w + step]
             wt32[o + 32 + i] = qs32[w + 2 * step]
             wt32[o + 48 + i] = qs32[w + 3 * step]
         so = (b - b0) * LANES
         for i in range(n):
-            dt[so + i] = lut[d[r0 + i, b]]
+            at = tile_base(r0 + i, b, out_dim, nb) + b
+            dt[so + i] = lut[df[at]]
             if has_m:
-                mt[so + i] = lut[m[r0 + i, b]]
+                mt[so + i] = lut[mf[at]]
 
 
 @njit(cache=True)

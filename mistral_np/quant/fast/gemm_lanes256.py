@@ -41,7 +41,7 @@ from numba import njit, prange
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from .gemm import q8_0_block_sum
 from .gemm_lanes import _NO_BLOCKS, _NO_QS32, _NO_U16, _trim
-from .layout import V
+from .layout import V, tile_base
 from .simd import (add_i32x8, bcast_f32x8, bcast_i8x32, bcast_i32x8, cvt_i32x8, dot8_nibbles, fma_f32x8, load_f32x8,
                    load_i8x32, mul_f32x8, store_f32x8, x16_i32x8, zero_f32x8, zero_i32x8)
 
@@ -60,8 +60,8 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
     -> wt32[(b - b0) * 64 + (2 g + h) * 8 + i] = nibbles h of word g of block b of row r0 + i; dt, mt the float32
     scales and minimums, 8 per block. Missing rows of a partial tile are zeros (their lanes are dropped)."""
     n = r1 - r0
-    nb = d.shape[1]
-    row_words = nb * 4
+    out_dim, nb = d.shape
+    df, mf = d.reshape(-1), m.reshape(-1)
     if n < LANES:
         wt32[:] = 0
         dt[:] = 0
@@ -73,14 +73,16 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
             src, step = nv8 * 4 + (b - nv8) * 4, 1  # the tail keeps ggml's order
         o = (b - b0) * 64
         for i in range(n):
-            w = (r0 + i) * row_words + src
+            tb = tile_base(r0 + i, b, out_dim, nb)  # row r0 + i's piece of the tile (layout.py), less b's tile start
+            w = tb * 4 + src
             for g in range(4):
                 word = qs32[w + g * step]
                 wt32[o + 16 * g + i] = word & LOW
                 wt32[o + 16 * g + 8 + i] = (word >> np.uint32(4)) & LOW
-            dt[(b - b0) * LANES + i] = lut[d[r0 + i, b]]
+            at = tb + b
+            dt[(b - b0) * LANES + i] = lut[df[at]]
             if has_m:
-                mt[(b - b0) * LANES + i] = lut[m[r0 + i, b]]
+                mt[(b - b0) * LANES + i] = lut[mf[at]]
 
 
 @njit(cache=True)

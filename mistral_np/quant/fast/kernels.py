@@ -48,7 +48,7 @@ from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
 from . import decode, gemm
 from . import gemm_lanes as gemm_lanes_kernels
 from . import gemm_lanes256 as gemm_lanes256_kernels
-from .layout import V, NibbleLayout, repack
+from .layout import V, NibbleLayout, block_at, repack
 from .simd512 import has_wide_vnni
 
 F16_TO_F32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # fp16 bits -> float32
@@ -64,21 +64,23 @@ _NO_M = np.zeros((1, 1), dtype=np.uint16)  # placeholder for Q4_0's absent minim
 @njit(cache=True)
 def _dequant_nibble_rows(qs, d, m, has_m, offset, lut, rows, out):
     """out[i] = dequantized row rows[i]: d * (q - offset) [+ m], the same float32 roundings as the ref."""
-    nb = d.shape[1]
+    out_dim, nb = d.shape
     nv = nb // V * V
     off = np.float32(offset)
+    qf, df, mf = qs.reshape(-1), d.reshape(-1), m.reshape(-1)
     for i in range(len(rows)):
         r = rows[i]
         for blk in range(nb):
-            scale = lut[d[r, blk]]
-            mn = lut[m[r, blk]] if has_m else np.float32(0.0)
-            if blk < nv:  # byte 4g + k of the block sits at base + g*32 + k (layout.py)
-                base, step = blk // V * 128 + blk % V * 4, 32
+            at = block_at(r, blk, out_dim, nb)  # (layout.py: tiles for rows of more than 128 blocks)
+            scale = lut[df[at]]
+            mn = lut[mf[at]] if has_m else np.float32(0.0)
+            if blk < nv:  # byte 4g + k of the block sits at its group's start + b*4 + g*32 + k (layout.py)
+                base, step = (at - blk % V) * 16 + blk % V * 4, 32
             else:
-                base, step = blk * 16, 4
+                base, step = at * 16, 4
             for g in range(4):
                 for k in range(4):
-                    byte = qs[r, base + g * step + k]
+                    byte = qf[base + g * step + k]
                     lo = (np.float32(byte & 15) - off) * scale
                     hi = (np.float32(byte >> 4) - off) * scale
                     if has_m:

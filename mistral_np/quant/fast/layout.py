@@ -20,8 +20,31 @@ Byte j holds element j (low nibble) and element j + 16 (high nibble), as in ggml
 the same fp16 scales: the layout costs exactly the file's memory, and ``unrepack`` rebuilds the ggml
 bytes, so a tensor keeps one copy, not two. Activations are reordered to match (decode.py).
 
+**Tiles, for wide rows.** A row of more than TILE_BLOCKS = 128 blocks (4096 inputs: the 14336-wide down
+projection of Mistral-7B) is stored in tiles: rows in chunks of TILE_ROWS = 16, columns in tiles of 128
+blocks (the last tile takes what is left, tail blocks included), and within a chunk the rows' pieces of one
+tile sit one after another, tile after tile. Counting in blocks (16 nibble bytes, or one scale), block b
+of row r sits at
+
+    block_at(r, b) = r0*nb + b0*nr + (r - r0)*nbt + (b - b0)
+        r0 = r - r mod 16, nr = rows in that chunk (16 but in the last),
+        b0 = b - b mod 128, nbt = blocks in that tile (128 but in the last)
+
+    rows 0-15, nb = 448:  [r0 b0..127][r1 b0..127]...[r15 b0..127] [r0 b128..255]...[r15 b384..447] [r16 b0..127]...
+
+so its nibble bytes start at byte 16 * block_at(r, b) of qs (flat) and its scale is d (flat) at
+block_at(r, b): nibbles, scales and minimums share one order. Within a tile each row's piece is the
+interleaved order drawn above. A row of at most 128 blocks is one tile: block_at(r, b) = r*nb + b, the
+plain row order. Why: a few activation rows of 14336 int8 values do not fit in L1 together, so the
+several-row decode kernel goes through such a weight tile by tile (decode.py); in row order it read 16
+rows' 2 KiB pieces 7 KiB apart, which streamed from memory at ~2/3 of the speed of reading one stream
+(AMD Zen 4, 2 threads, 4 rows of a 4096 x 14336 Q4_0 weight: 1.7-1.9 ms row-major, 1.20-1.24 ms in tiles,
+the same bits; docs/performance.md, thirteenth session). Every kernel that reads the layout addresses
+blocks through ``block_at`` (or a tile's first block and the tile's row length), so none of them needs the
+rows whole.
+
 tests/test_quant_kernels.py checks that ``repack`` then ``unrepack`` gives the ggml bytes back, that the
-repacked copy costs exactly the file's bytes, and the picture above (the group order and the tail).
+repacked copy costs exactly the file's bytes, and the pictures above (the group order, the tail, the tiles).
 
 next: simd.py.
 """
@@ -31,17 +54,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 V = 8  # blocks per vector group: one int32 lane per block in a 256-bit vector
+TILE_ROWS = 16  # rows per chunk of a tiled weight: the prompt GEMM's 16-row lane tiles and the decode ROW_CHUNK
+TILE_BLOCKS = 128  # blocks per column tile (16 groups, 4096 inputs): 4 activation rows of it are 16 KiB of int8
+TILE_GROUPS = TILE_BLOCKS // V
+
+
+@njit(cache=True, inline="always")
+def block_at(r, b, out_dim, nb):
+    """Where block b of row r sits (in blocks: 16 nibble bytes, one scale) in a weight of out_dim rows of nb
+    blocks, drawn above. A row of at most TILE_BLOCKS blocks: r * nb + b."""
+    r0 = r - r % TILE_ROWS
+    b0 = b - b % TILE_BLOCKS
+    return r0 * nb + b0 * min(TILE_ROWS, out_dim - r0) + (r - r0) * min(TILE_BLOCKS, nb - b0) + (b - b0)
+
+
+@njit(cache=True, inline="always")
+def tile_base(r, b, out_dim, nb):
+    """block_at(r, b) - b for the tile holding block b: block b' of row r in the same tile is at tile_base + b'.
+    (A kernel going through a tile adds the block index, as it would to r * nb in row order.)"""
+    b0 = b - b % TILE_BLOCKS
+    return block_at(r, b0, out_dim, nb) - b0
+
+
+@njit(cache=True, inline="always")
+def tile_blocks(b, nb):
+    """How many blocks the tile holding block b has: its rows' stride (in blocks) within a chunk."""
+    b0 = b - b % TILE_BLOCKS
+    return min(TILE_BLOCKS, nb - b0)
+
+
+def tile_order(out_dim: int, nb: int) -> np.ndarray | None:
+    """The row-order index (r * nb + b) of the block at each position of the tiled order; None when the rows
+    are one tile (the tiled order is the row order)."""
+    if nb <= TILE_BLOCKS:
+        return None
+    r = np.arange(out_dim, dtype=np.int64)[:, None]
+    b = np.arange(nb, dtype=np.int64)[None, :]
+    r0, b0 = r - r % TILE_ROWS, b - b % TILE_BLOCKS
+    at = r0 * nb + b0 * np.minimum(TILE_ROWS, out_dim - r0) + (r - r0) * np.minimum(TILE_BLOCKS, nb - b0) + (b - b0)
+    order = np.empty(out_dim * nb, dtype=np.int64)
+    order[at.reshape(-1)] = np.arange(out_dim * nb, dtype=np.int64)
+    return order
 
 
 @dataclass
 class NibbleLayout:
     """A Q4_0 or Q4_1 weight in the interleaved layout. w = d * (q - offset) [+ m]."""
 
-    qs: np.ndarray  # (out, nb*16) uint8, interleaved as drawn above
-    d: np.ndarray  # (out, nb) uint16: fp16 bits of the scales
-    m: np.ndarray | None  # (out, nb) uint16 fp16 bits of the minimums (Q4_1), else None
+    qs: np.ndarray  # (out, nb*16) uint8, interleaved as drawn above; rows of more than 128 blocks in tiles
+    d: np.ndarray  # (out, nb) uint16: fp16 bits of the scales, in the order of qs (block_at)
+    m: np.ndarray | None  # (out, nb) uint16 fp16 bits of the minimums (Q4_1) in that order, else None
     offset: int  # 8 for Q4_0, 0 for Q4_1
 
     @property
@@ -73,7 +138,13 @@ def repack(packed: np.ndarray, shape: tuple[int, int], qtype: str) -> NibbleLayo
     blocks = packed.reshape(out_dim, nb, head + 16)
     d = np.ascontiguousarray(np.ascontiguousarray(blocks[:, :, 0:2]).view(np.uint16)[:, :, 0])  # (out, nb)
     m = np.ascontiguousarray(np.ascontiguousarray(blocks[:, :, 2:4]).view(np.uint16)[:, :, 0]) if qtype == "Q4_1" else None
-    lay = NibbleLayout(interleave(blocks[:, :, head:]), d, m, 8 if qtype == "Q4_0" else 0)
+    qs = interleave(blocks[:, :, head:])
+    order = tile_order(out_dim, nb)
+    if order is not None:  # wide rows: the tiles drawn above (nibbles, scales, minimums in one order)
+        qs = np.ascontiguousarray(qs.reshape(out_dim * nb, 16)[order].reshape(out_dim, nb * 16))
+        d = np.ascontiguousarray(d.reshape(-1)[order].reshape(out_dim, nb))
+        m = None if m is None else np.ascontiguousarray(m.reshape(-1)[order].reshape(out_dim, nb))
+    lay = NibbleLayout(qs, d, m, 8 if qtype == "Q4_0" else 0)
     assert lay.nbytes == packed.nbytes
     return lay
 
@@ -81,8 +152,16 @@ def repack(packed: np.ndarray, shape: tuple[int, int], qtype: str) -> NibbleLayo
 def unrepack(lay: NibbleLayout) -> np.ndarray:
     """NibbleLayout -> the ggml bytes it came from.  -> (out, nb*18 or nb*20) uint8"""
     out_dim, nb = lay.d.shape
-    fields = [lay.d.view(np.uint8).reshape(out_dim, nb, 2)]
-    if lay.m is not None:
-        fields.append(lay.m.view(np.uint8).reshape(out_dim, nb, 2))
-    fields.append(deinterleave(lay.qs))
+    d, m, qs = lay.d, lay.m, lay.qs
+    order = tile_order(out_dim, nb)
+    if order is not None:  # back to row order
+        rows = np.empty_like(order)
+        rows[order] = np.arange(order.size, dtype=np.int64)
+        d = d.reshape(-1)[rows].reshape(out_dim, nb)
+        m = None if m is None else m.reshape(-1)[rows].reshape(out_dim, nb)
+        qs = qs.reshape(out_dim * nb, 16)[rows].reshape(out_dim, nb * 16)
+    fields = [d.view(np.uint8).reshape(out_dim, nb, 2)]
+    if m is not None:
+        fields.append(m.view(np.uint8).reshape(out_dim, nb, 2))
+    fields.append(deinterleave(qs))
     return np.concatenate(fields, axis=2).reshape(out_dim, -1)
