@@ -86,18 +86,50 @@ def tile_blocks(b, nb):
     return min(TILE_BLOCKS, nb - b0)
 
 
-def tile_order(out_dim: int, nb: int) -> np.ndarray | None:
-    """The row-order index (r * nb + b) of the block at each position of the tiled order; None when the rows
-    are one tile (the tiled order is the row order)."""
+def _tile_slices(out_dim: int, nb: int):
+    """The pieces of the tiled order: (rows r0..r1, blocks b0..b1, where they start in blocks), each piece being
+    the rows' parts of one tile one after another. Whole chunks of 16 rows go together (one strided copy)."""
+    full = out_dim - out_dim % TILE_ROWS
+    for r0, r1 in ((0, full), (full, out_dim)):
+        for b0 in range(0, nb, TILE_BLOCKS):
+            b1 = min(b0 + TILE_BLOCKS, nb)
+            if r1 > r0:
+                yield r0, r1, b0, b1
+
+
+def to_tiles(a: np.ndarray) -> np.ndarray:
+    """(out, nb, unit) in row order -> the same blocks in the tiled order, (out, nb, unit) (a copy; the rows are
+    one tile, nb <= TILE_BLOCKS: the row order itself)."""
+    out_dim, nb = a.shape[:2]
     if nb <= TILE_BLOCKS:
-        return None
-    r = np.arange(out_dim, dtype=np.int64)[:, None]
-    b = np.arange(nb, dtype=np.int64)[None, :]
-    r0, b0 = r - r % TILE_ROWS, b - b % TILE_BLOCKS
-    at = r0 * nb + b0 * np.minimum(TILE_ROWS, out_dim - r0) + (r - r0) * np.minimum(TILE_BLOCKS, nb - b0) + (b - b0)
-    order = np.empty(out_dim * nb, dtype=np.int64)
-    order[at.reshape(-1)] = np.arange(out_dim * nb, dtype=np.int64)
-    return order
+        return np.ascontiguousarray(a)
+    t = np.empty_like(a)
+    flat = t.reshape(out_dim * nb, *a.shape[2:])
+    for r0, r1, b0, b1 in _tile_slices(out_dim, nb):
+        nr = min(TILE_ROWS, r1 - r0)
+        start = r0 * nb + b0 * nr                       # block_at(r0, b0): the piece of chunk r0 in tile b0
+        chunks = (r1 - r0) // nr
+        dst = flat[r0 * nb:r1 * nb].reshape(chunks, nr * nb, *a.shape[2:])
+        src = a[r0:r1, b0:b1].reshape(chunks, nr * (b1 - b0), *a.shape[2:])
+        dst[:, start - r0 * nb:start - r0 * nb + nr * (b1 - b0)] = src
+    return t
+
+
+def from_tiles(t: np.ndarray) -> np.ndarray:
+    """Inverse of ``to_tiles``."""
+    out_dim, nb = t.shape[:2]
+    if nb <= TILE_BLOCKS:
+        return t
+    a = np.empty_like(t)
+    flat = t.reshape(out_dim * nb, *t.shape[2:])
+    for r0, r1, b0, b1 in _tile_slices(out_dim, nb):
+        nr = min(TILE_ROWS, r1 - r0)
+        start = r0 * nb + b0 * nr
+        chunks = (r1 - r0) // nr
+        src = flat[r0 * nb:r1 * nb].reshape(chunks, nr * nb, *t.shape[2:])
+        a[r0:r1, b0:b1] = src[:, start - r0 * nb:start - r0 * nb + nr * (b1 - b0)].reshape(r1 - r0, b1 - b0,
+                                                                                            *t.shape[2:])
+    return a
 
 
 @dataclass
@@ -139,11 +171,10 @@ def repack(packed: np.ndarray, shape: tuple[int, int], qtype: str) -> NibbleLayo
     d = np.ascontiguousarray(np.ascontiguousarray(blocks[:, :, 0:2]).view(np.uint16)[:, :, 0])  # (out, nb)
     m = np.ascontiguousarray(np.ascontiguousarray(blocks[:, :, 2:4]).view(np.uint16)[:, :, 0]) if qtype == "Q4_1" else None
     qs = interleave(blocks[:, :, head:])
-    order = tile_order(out_dim, nb)
-    if order is not None:  # wide rows: the tiles drawn above (nibbles, scales, minimums in one order)
-        qs = np.ascontiguousarray(qs.reshape(out_dim * nb, 16)[order].reshape(out_dim, nb * 16))
-        d = np.ascontiguousarray(d.reshape(-1)[order].reshape(out_dim, nb))
-        m = None if m is None else np.ascontiguousarray(m.reshape(-1)[order].reshape(out_dim, nb))
+    if nb > TILE_BLOCKS:  # wide rows: the tiles drawn above (nibbles, scales, minimums in one order)
+        qs = to_tiles(qs.reshape(out_dim, nb, 16)).reshape(out_dim, nb * 16)
+        d = to_tiles(d)
+        m = None if m is None else to_tiles(m)
     lay = NibbleLayout(qs, d, m, 8 if qtype == "Q4_0" else 0)
     assert lay.nbytes == packed.nbytes
     return lay
@@ -153,13 +184,9 @@ def unrepack(lay: NibbleLayout) -> np.ndarray:
     """NibbleLayout -> the ggml bytes it came from.  -> (out, nb*18 or nb*20) uint8"""
     out_dim, nb = lay.d.shape
     d, m, qs = lay.d, lay.m, lay.qs
-    order = tile_order(out_dim, nb)
-    if order is not None:  # back to row order
-        rows = np.empty_like(order)
-        rows[order] = np.arange(order.size, dtype=np.int64)
-        d = d.reshape(-1)[rows].reshape(out_dim, nb)
-        m = None if m is None else m.reshape(-1)[rows].reshape(out_dim, nb)
-        qs = qs.reshape(out_dim * nb, 16)[rows].reshape(out_dim, nb * 16)
+    if nb > TILE_BLOCKS:  # back to row order
+        d, m = from_tiles(d), None if m is None else from_tiles(m)
+        qs = from_tiles(qs.reshape(out_dim, nb, 16)).reshape(out_dim, nb * 16)
     fields = [d.view(np.uint8).reshape(out_dim, nb, 2)]
     if m is not None:
         fields.append(m.view(np.uint8).reshape(out_dim, nb, 2))
