@@ -14,7 +14,9 @@ included); the table also gives the median time to first token and the median ga
 ``--steps`` times the batched decode step itself, in this process (generation/batch.py, no HTTP): the fastest and
 the median of 11 steps for B rows, every variant and every B taking turns: as the server runs it (for Q4 models
 the fused step of generation/fused.py with all rows in one call, every weight read once), loop.py's step taken a
-row at a time, and the same two on the readable path.
+row at a time, and the same two on the readable path; then the server's step sustained as in a serving run
+(``--gen`` steps at the server's cache size, every B taking turns), the figure a serving run's gap between
+tokens matches.
 
 llama-cpp-python's server (``python -m llama_cpp.server``, the ``bench`` extra) handles one request at a time,
 so its concurrent streams queue (with ``--interrupt_requests False``; by default a new request cuts the
@@ -185,7 +187,7 @@ def run_server(server: ServerProcess, name: str, args, eos: int) -> list[dict]:
     return rows
 
 
-def time_steps(path: str, clients: list[int], threads: int, reps: int = 12) -> None:
+def time_steps(path: str, clients: list[int], threads: int, gen: int, reps: int = 12) -> None:
     """The decode step alone for B rows, each variant built once. Every variant and every B take turns step by
     step (a neighbour's burst, or the memory bandwidth a shared host leaves, then moves them alike), so the
     ratios to B = 1 compare steps taken side by side; the fastest and the median of ``reps`` steps each."""
@@ -222,6 +224,37 @@ def time_steps(path: str, clients: list[int], threads: int, reps: int = 12) -> N
             best, median = ts[0], statistics.median(ts)
             print(f"| {b} | {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {b / median:.1f} | "
                   f"{b / median * base:.2f} |", flush=True)
+    sustained(model, decoders[next(iter(variants))], clients, gen)
+
+
+def sustained(model, decoder, clients: list[int], gen: int, prompt: int = 25) -> None:
+    """The server's step as a serving run sustains it: for each B a set of caches of the server's size (--ctx's
+    default), a ``prompt``-token prompt each, then ``gen`` steps, every B taking turns: the conditions of a
+    serving run's decode (its positions, its cache size, steps back to back), without HTTP, so that the
+    server's gap between tokens can be set against the step itself (docs/performance.md, thirteenth session)."""
+    import numpy as np
+    from mistral_np.generation.batch import prefill_chunk
+    from mistral_np.model.kv_cache import KVCache
+    from mistral_np.serve.server import context_size
+    ctx = context_size(model, None)
+    rng = np.random.default_rng(0)
+    caches = {b: [KVCache(model.config, max_len=ctx, dtype=model.dtype) for _ in range(b)] for b in clients}
+    for cs in caches.values():
+        for c in cs:
+            prefill_chunk(model, c, rng.integers(3, model.config.vocab_size, prompt), 128)
+    times = {b: [] for b in clients}
+    for _ in range(gen):
+        for b, cs in caches.items():
+            t0 = time.perf_counter()
+            decoder.step(cs, [int(t) for t in rng.integers(3, model.config.vocab_size, b)])
+            times[b].append(time.perf_counter() - t0)
+    print(f"\nSustained, as in a serving run ({prompt}-token prompts, {gen} steps, caches of {ctx} positions):\n")
+    print("| rows B | median step ms | aggregate tok/s (median) | x B = 1 (medians) |")
+    print("|---|---|---|---|")
+    base = statistics.median(times[min(clients)][2:]) / min(clients)
+    for b in clients:
+        median = statistics.median(times[b][2:])
+        print(f"| {b} | {median * 1e3:.1f} | {b / median:.1f} | {b / median * base:.2f} |", flush=True)
 
 
 def main():
@@ -238,7 +271,7 @@ def main():
     ap.add_argument("--serve-args", default="", help="extra arguments for mistral-np serve")
     args = ap.parse_args()
     if args.steps:
-        return time_steps(args.steps, args.clients, args.threads)
+        return time_steps(args.steps, args.clients, args.threads, args.gen)
     if not args.ours:
         ap.error("give --ours (or --steps)")
     slots = str(max(args.clients))
