@@ -263,8 +263,9 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
     tile = TILE_GROUPS                                    # groups of 8 blocks a column tile holds: the layout's
     while tile > 1 and tile * n * V * Q > X_TILE:         # tile, or a power-of-2 part of it (never across two)
         tile //= 2
-    if nv <= tile:                                        # one tile (the rows are in row order, layout.py)
-        tile, chunk = max(nv, 1), max(hi_r - lo_r, 1)     # rows in turn, streaming on
+    if nv <= tile:                                        # all groups in one tile (row order, layout.py; tail
+        tile, chunk = max(nv, 1), max(hi_r - lo_r, 1)     # blocks past 128 in a tile of their own, at tb): rows
+                                                          # in turn, streaming on
     else:                                                 # chunks of the layout's 16 rows
         chunk = ROW_CHUNK
     # 8 lanes for each (weight row, activation row) between tiles; one tile never touches them, so no allocation
