@@ -38,8 +38,8 @@ interleaved order drawn above. A row of at most 128 blocks is one tile: block_at
 plain row order. Why: a few activation rows of 14336 int8 values do not fit in L1 together, so the
 several-row decode kernel goes through such a weight tile by tile (decode.py); in row order it read 16
 rows' 2 KiB pieces 7 KiB apart, which streamed from memory at ~2/3 of the speed of reading one stream
-(AMD Zen 4, 2 threads, 4 rows of a 4096 x 14336 Q4_0 weight: 1.7-1.9 ms row-major, 1.20-1.24 ms in tiles,
-the same bits; docs/performance.md, thirteenth session). Every kernel that reads the layout addresses
+(AMD Zen 4, 2 threads, 4 rows of a 4096 x 14336 Q4_0 weight: 1.69-1.90 ms row-major, 1.37-1.52 ms in tiles,
+the same bits; a kernel fixed at 4 rows on the tiles 1.20-1.24; docs/performance.md, thirteenth session). Every kernel that reads the layout addresses
 blocks through ``block_at`` (or a tile's first block and the tile's row length), so none of them needs the
 rows whole.
 
@@ -87,8 +87,9 @@ def tile_blocks(b, nb):
 
 
 def _tile_slices(out_dim: int, nb: int):
-    """The pieces of the tiled order: (rows r0..r1, blocks b0..b1, where they start in blocks), each piece being
-    the rows' parts of one tile one after another. Whole chunks of 16 rows go together (one strided copy)."""
+    """The pieces of the tiled order as (r0, r1, b0, b1): rows r0..r1's parts of the tile of blocks b0..b1, every
+    chunk of those rows holding its rows' parts one after another. The whole chunks of 16 rows go together (one
+    strided copy a tile), then the last, shorter chunk."""
     full = out_dim - out_dim % TILE_ROWS
     for r0, r1 in ((0, full), (full, out_dim)):
         for b0 in range(0, nb, TILE_BLOCKS):
