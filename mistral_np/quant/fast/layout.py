@@ -86,50 +86,42 @@ def tile_blocks(b, nb):
     return min(TILE_BLOCKS, nb - b0)
 
 
-def _tile_slices(out_dim: int, nb: int):
-    """The pieces of the tiled order as (r0, r1, b0, b1): rows r0..r1's parts of the tile of blocks b0..b1, every
-    chunk of those rows holding its rows' parts one after another. The whole chunks of 16 rows go together (one
-    strided copy a tile), then the last, shorter chunk."""
+def _tile_pieces(t: np.ndarray, a: np.ndarray):
+    """Views of the same blocks in the tiled array t and the row-order array a (both (out, nb, unit...)), a tile
+    at a time: (t's pieces of the tile, one row of (chunks, nr * nbt) per chunk; a[r0:r1, b0:b1]). The whole
+    chunks of 16 rows go together (one strided copy a tile), then the last, shorter chunk."""
+    out_dim, nb, unit = a.shape[0], a.shape[1], a.shape[2:]
+    flat = t.reshape(out_dim * nb, *unit)
     full = out_dim - out_dim % TILE_ROWS
     for r0, r1 in ((0, full), (full, out_dim)):
+        if r1 == r0:
+            continue
+        nr = min(TILE_ROWS, r1 - r0)
+        chunks = flat[r0 * nb:r1 * nb].reshape((r1 - r0) // nr, nr * nb, *unit)
         for b0 in range(0, nb, TILE_BLOCKS):
             b1 = min(b0 + TILE_BLOCKS, nb)
-            if r1 > r0:
-                yield r0, r1, b0, b1
+            start = b0 * nr                              # block_at(r0, b0) - r0 * nb: the chunk's piece of the tile
+            yield chunks[:, start:start + nr * (b1 - b0)], a[r0:r1, b0:b1]
 
 
 def to_tiles(a: np.ndarray) -> np.ndarray:
     """(out, nb, unit) in row order -> the same blocks in the tiled order, (out, nb, unit) (a copy; the rows are
     one tile, nb <= TILE_BLOCKS: the row order itself)."""
-    out_dim, nb = a.shape[:2]
-    if nb <= TILE_BLOCKS:
+    if a.shape[1] <= TILE_BLOCKS:
         return np.ascontiguousarray(a)
     t = np.empty_like(a)
-    flat = t.reshape(out_dim * nb, *a.shape[2:])
-    for r0, r1, b0, b1 in _tile_slices(out_dim, nb):
-        nr = min(TILE_ROWS, r1 - r0)
-        start = r0 * nb + b0 * nr                       # block_at(r0, b0): the piece of chunk r0 in tile b0
-        chunks = (r1 - r0) // nr
-        dst = flat[r0 * nb:r1 * nb].reshape(chunks, nr * nb, *a.shape[2:])
-        src = a[r0:r1, b0:b1].reshape(chunks, nr * (b1 - b0), *a.shape[2:])
-        dst[:, start - r0 * nb:start - r0 * nb + nr * (b1 - b0)] = src
+    for tiled, rows in _tile_pieces(t, a):
+        tiled[...] = rows.reshape(tiled.shape)
     return t
 
 
 def from_tiles(t: np.ndarray) -> np.ndarray:
     """Inverse of ``to_tiles``."""
-    out_dim, nb = t.shape[:2]
-    if nb <= TILE_BLOCKS:
+    if t.shape[1] <= TILE_BLOCKS:
         return t
     a = np.empty_like(t)
-    flat = t.reshape(out_dim * nb, *t.shape[2:])
-    for r0, r1, b0, b1 in _tile_slices(out_dim, nb):
-        nr = min(TILE_ROWS, r1 - r0)
-        start = r0 * nb + b0 * nr
-        chunks = (r1 - r0) // nr
-        src = flat[r0 * nb:r1 * nb].reshape(chunks, nr * nb, *t.shape[2:])
-        a[r0:r1, b0:b1] = src[:, start - r0 * nb:start - r0 * nb + nr * (b1 - b0)].reshape(r1 - r0, b1 - b0,
-                                                                                            *t.shape[2:])
+    for tiled, rows in _tile_pieces(t, a):
+        rows[...] = tiled.reshape(rows.shape)
     return a
 
 
