@@ -282,8 +282,8 @@ def rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
             for r in range(r0, r1):
                 base = tile_base(r, c0 * V, out_dim, nb)  # where the tile's piece of row r starts, less c0 * 8
                 qo, wo, mo, a = base * 16, base, base if has_m else 0, (r - r0) * n * V
-                tb = tile_base(r, nv * V, out_dim, nb)    # the same for the tail blocks (their tile)
-                tq, tw, tm = tb * 16, tb, tb if has_m else 0
+                tb = tile_base(r, nv * V, out_dim, nb) if last else 0   # the same for the tail blocks (their tile),
+                tq, tw, tm = tb * 16, tb, tb if has_m else 0             # read after the last tile
                 for b in range(0, n4, 4):                 # 4 rows at a time
                     j0, j1, j2, j3 = b, min(b + 1, n - 1), min(b + 2, n - 1), min(b + 3, n - 1)
                     pg = b // 4 * nv                      # the pass's first group in xp, np4, dp4, sp4

@@ -87,19 +87,17 @@ def _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt):
             src, step = (b // V) * 32 + b % V, 8  # group c: word c*32 + g*8 + b mod 8 (layout.py)
         else:
             src, step = nv8 * 4 + (b - nv8) * 4, 1  # the tail keeps ggml's order
-        o = (b - b0) * 64
+        o, so = (b - b0) * 64, (b - b0) * LANES
         for i in range(n):
-            w = tile_base(r0 + i, b, out_dim, nb) * 4 + src
+            tb = tile_base(r0 + i, b, out_dim, nb)  # row r0 + i's piece of the tile (layout.py), less b's tile start
+            w = tb * 4 + src
             wt32[o + i] = qs32[w]
             wt32[o + 16 + i] = qs32[w + step]
             wt32[o + 32 + i] = qs32[w + 2 * step]
             wt32[o + 48 + i] = qs32[w + 3 * step]
-        so = (b - b0) * LANES
-        for i in range(n):
-            at = tile_base(r0 + i, b, out_dim, nb) + b
-            dt[so + i] = lut[df[at]]
+            dt[so + i] = lut[df[tb + b]]
             if has_m:
-                mt[so + i] = lut[mf[at]]
+                mt[so + i] = lut[mf[tb + b]]
 
 
 @njit(cache=True)
