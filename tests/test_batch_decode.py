@@ -13,8 +13,8 @@ import pytest
 
 from mistral_np.errors import InvalidArgumentError
 from mistral_np.generation import generate_ids, pick_token
-from mistral_np.generation.batch import (BatchDecoder, can_rewind, chunk_end, loop_defaults, prefill_chunk, rewind,
-                                         rows_agree)
+from mistral_np.generation.batch import (BatchDecoder, can_rewind, chunk_end, loop_defaults, prefill_chunk,
+                                         prefill_together, prompts_stack, rewind, rows_agree)
 from mistral_np.generation.fused import fused_decoder
 from mistral_np.generation.loop import decode_params
 from mistral_np.model.forward import hidden_states
@@ -151,6 +151,48 @@ def test_a_resumed_prefill_equals_the_full_one():
     assert np.array_equal(cache.k[:, :n], fresh.k[:, :n]) and np.array_equal(cache.v[:, :n], fresh.v[:, :n])
     with pytest.raises(InvalidArgumentError, match="outside the prompt"):
         prefill_chunk(model, cache, turn2, CHUNK)
+
+
+def test_prompts_prefilled_together_equal_each_prompt_alone():
+    """Four prompts (2, 9, 14 and 25 tokens: longer than the window 6, chunks of 4) prefilled chunk by chunk, the
+    chunks of 2 tokens or more together (prefill_together), the last one-token chunks alone: after every round,
+    each cache and each prompt's logits equal its own prefill_chunk calls bit for bit. One prompt resumes from a
+    cache rewound to 4, as a server's prefix reuse does."""
+    model = tiny("q4_0")
+    weights = decode_params(model.params, "int8")
+    assert prompts_stack(weights) and not prompts_stack(decode_params(model.params, "float"))
+    assert not prompts_stack(tiny("float").params)
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(3, 96, n) for n in (2, 9, 14, 25)]
+    together, alone = [KVCache(model.config, max_len=64) for _ in prompts], [KVCache(model.config, max_len=64)
+                                                                            for _ in prompts]
+    for c in (together[3], alone[3]):                      # a reused prefix: positions 0-3 in the cache already
+        prefill_chunk(model, c, prompts[3], CHUNK, weights)
+    done, rounds = [None] * 4, 0
+    while any(d is None for d in done):
+        rounds += 1
+        todo = [b for b in range(4) if done[b] is None]
+        stacked = [b for b in todo if chunk_end(together[b].next_position, len(prompts[b]), CHUNK)
+                   - together[b].next_position >= 2]
+        got = dict(zip(stacked, prefill_together(model, [together[b] for b in stacked], [prompts[b] for b in stacked],
+                                                 CHUNK, weights))) if len(stacked) > 1 else {}
+        for b in todo:
+            if b not in got:
+                got[b] = prefill_chunk(model, together[b], prompts[b], CHUNK, weights)
+            ref = prefill_chunk(model, alone[b], prompts[b], CHUNK, weights)
+            assert (got[b] is None) == (ref is None) and (ref is None or np.array_equal(got[b], ref)), (rounds, b)
+            for field in ("k", "v", "slot_pos"):
+                assert np.array_equal(getattr(together[b], field), getattr(alone[b], field)), (rounds, b, field)
+            done[b] = got[b]
+    assert rounds == 6                                     # 25 tokens from 4: 4-7, ..., 20-23, 24
+    c = KVCache(model.config, max_len=64)
+    for _ in range(6):                                     # 25 tokens, 0-23 prefilled: one left
+        prefill_chunk(model, c, prompts[3], CHUNK, weights)
+    with pytest.raises(InvalidArgumentError, match="one token"):
+        prefill_together(model, [c, KVCache(model.config, max_len=64)], [prompts[3], prompts[1]], CHUNK, weights)
+    with pytest.raises(InvalidArgumentError, match="int8 activations"):
+        prefill_together(model, [KVCache(model.config, max_len=64)], [prompts[1]], CHUNK,
+                         decode_params(model.params, "float"))
 
 
 def test_a_cache_rewinds_only_while_nothing_was_overwritten():

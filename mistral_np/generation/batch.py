@@ -61,12 +61,14 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..model.attention import attend
 from ..model.forward import hidden_states
 from ..model.gqa import attention_probs, mix_values
 from ..model.mlp import swiglu_mlp
 from ..model.ops import linear, take_rows
 from ..model.rmsnorm import rms_norm
 from ..model.rope import apply_rope, positions as rotary_positions
+from ..model.trace import NO_TRACE
 from .fused import fused_decoder
 from .loop import decode_params, generate_ids
 
@@ -94,6 +96,62 @@ def prefill_chunk(model, cache, ids: np.ndarray, chunk: int, weights=None) -> np
     if end < len(ids):
         return None
     return linear(h[-1:], weights.lm_head)[0]                                              # (1, D) -> (V,)
+
+
+def prompts_stack(weights) -> bool:
+    """Whether several prompts' chunks may go through the layers as one (``prefill_together``) and each get the bits
+    of its own pass: every layer matrix is quantized and multiplied with int8 activations, whose prompt GEMMs
+    give each token's row the same bits whatever the rows around it (tests/test_quant_kernels.py,
+    ``test_a_prompt_tokens_result_does_not_depend_on_the_others``). Float activations go through BLAS, whose
+    sgemm picks its blocking by the row count: no such promise there."""
+    return all(getattr(getattr(layer, f), "activations", None) == "int8" for layer in weights.layers
+               for f in PROJECTIONS)
+
+
+def prefill_together(model, caches: list, prompts: list, chunk: int, weights=None) -> list:
+    """``prefill_chunk`` for several sequences in one pass over the weights: the next chunk of ``prompts[b]`` into
+    ``caches[b]`` for every b, each chunk at least 2 tokens (one token alone would take the decode kernel, other
+    bits). -> for each b, the logits of its last prompt token (V,) once its prompt is complete, else None.
+
+    The chunks' rows are stacked for the embedding, the norms, the matmuls and the MLP (all row by row or, for the
+    matmuls, row-independent where ``prompts_stack(weights)``); RoPE, the cache update and the attention run per
+    sequence (model/attention.py:attend). Each sequence gets exactly the bits of its own ``prefill_chunk`` call
+    (tests/test_batch_decode.py), so a server may prefill the prompts that arrive together in one pass: a
+    25-token chunk reads every weight for 25 tokens' work, four of them together read it once."""
+    weights = model.params if weights is None else weights
+    cfg, dtype = model.config, model.dtype
+    if not prompts_stack(weights):
+        raise InvalidArgumentError("prefill_together needs every layer matrix quantized with int8 activations")
+    if len(caches) != len(prompts) or len({id(c) for c in caches}) != len(caches):
+        raise InvalidArgumentError(f"prefill_together takes one distinct cache per prompt: {len(prompts)} prompts, "
+                                   f"{len(caches)} caches")
+    spans = []                                                               # (start, end) of each chunk
+    for cache, ids in zip(caches, prompts):
+        start = cache.next_position
+        if not 0 <= start < len(ids):
+            raise InvalidArgumentError(f"the cache is at position {start}, outside the prompt of {len(ids)} tokens")
+        spans.append((start, chunk_end(start, len(ids), chunk)))
+        if spans[-1][1] - start < 2:
+            raise InvalidArgumentError(f"a chunk of one token (position {start}) must be prefilled alone")
+    rows = np.cumsum([0] + [e - s for s, e in spans])                       # chunk b: rows rows[b]..rows[b+1]
+    pos = [rotary_positions(np.arange(s, e, dtype=np.int64), cfg.head_dim, cfg.rope_theta, dtype) for s, e in spans]
+    ids = np.concatenate([p[s:e] for p, (s, e) in zip(prompts, spans)])
+    x = take_rows(weights.embed_tokens, ids).astype(dtype, copy=False)       # (T,) -> (T, D), T = all chunks
+    H, K, Dh = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    for i, layer in enumerate(weights.layers):
+        a_in = rms_norm(x, layer.input_layernorm, cfg.rms_norm_eps)
+        T = len(a_in)
+        q = linear(a_in, layer.q_proj).reshape(T, H, Dh)                     # (T, D) -> (T, H, Dh)
+        k = linear(a_in, layer.k_proj).reshape(T, K, Dh)
+        v = linear(a_in, layer.v_proj).reshape(T, K, Dh)
+        out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], cfg, p, c.layer(i), NO_TRACE)
+                              for a, b, p, c in zip(rows[:-1], rows[1:], pos, caches)])       # (T, H, Dh)
+        h = x + linear(out.reshape(T, H * Dh), layer.o_proj)
+        x = h + swiglu_mlp(rms_norm(h, layer.post_attention_layernorm, cfg.rms_norm_eps),
+                           layer.gate_proj, layer.up_proj, layer.down_proj)
+    x = rms_norm(x, weights.norm, cfg.rms_norm_eps)
+    return [linear(x[b - 1:b], weights.lm_head)[0] if e == len(p) else None      # (1, D) -> (V,), as prefill_chunk
+            for b, (s, e), p in zip(rows[1:], spans, prompts)]
 
 
 def loop_defaults() -> dict:

@@ -40,6 +40,14 @@ def attention(x, layer, cfg, pos, cache, trace):
     q = linear(x, layer.q_proj).reshape(T, H, Dh)    # (T, D) -> (T, H, Dh)
     k = linear(x, layer.k_proj).reshape(T, K, Dh)    # (T, D) -> (T, K, Dh)
     v = linear(x, layer.v_proj).reshape(T, K, Dh)    # (T, D) -> (T, K, Dh)
+    out = attend(q, k, v, cfg, pos, cache, trace)                            # (T, H, Dh)
+    return linear(out.reshape(T, H * Dh), layer.o_proj)                     # (T, H*Dh) -> (T, D)
+
+
+def attend(q, k, v, cfg, pos, cache, trace):
+    """The part between the projections: q (T, H, Dh), k, v (T, K, Dh) of T tokens at ``pos`` -> (T, H, Dh).
+    (generation/batch.py calls it for each of several prompts whose projections ran together.)"""
+    T = q.shape[0]
     trace.record("q", q)
     trace.record("k", k)
     q, k = apply_rope(q, pos.cos, pos.sin), apply_rope(k, pos.cos, pos.sin)
@@ -51,8 +59,5 @@ def attention(x, layer, cfg, pos, cache, trace):
         probs = attention_probs(q, k_all, pos.index, k_pos, cfg.sliding_window)   # (H, T, S)
         if trace.wants_probs(T, len(k_pos)):
             trace.record("attn_probs", probs)
-        out = mix_values(probs, v_all)                                      # (T, H, Dh)
-    else:
-        out = grouped_query_attention_blocked(q, k_all, v_all, pos.index, k_pos, cfg.sliding_window)
-    return linear(out.reshape(T, H * Dh), layer.o_proj)                     # (T, H*Dh) -> (T, D)
-
+        return mix_values(probs, v_all)                                     # (T, H, Dh)
+    return grouped_query_attention_blocked(q, k_all, v_all, pos.index, k_pos, cfg.sliding_window)

@@ -5,7 +5,10 @@ one iteration at a time:
 
     admit      waiting jobs, oldest first, into free slots (slots.py: the longest reusable prefix wins);
                at most one embedding job runs per iteration, whole
-    prefill    ONE chunk of ONE prompt (the job admitted first), so running streams wait one chunk at most
+    prefill    ONE chunk of the prompt admitted first, so running streams wait one chunk at most; where prompts
+               stack (int8 prompt matmuls), the next chunks of other prompts join it in one pass over the weights
+               up to ``chunk`` tokens in all (generation/batch.py:prefill_together): four prompts that arrive
+               together read the weights once, not four times
     decode     one batched step for every slot that has a token to feed (generation/batch.py)
 
 A job whose prompt is complete samples its first token from the prefill's logits and joins the decode steps
@@ -32,7 +35,7 @@ from collections import deque
 import numpy as np
 
 from ..errors import MistralNPError
-from ..generation.batch import BatchDecoder, prefill_chunk, rewind
+from ..generation.batch import BatchDecoder, chunk_end, prefill_chunk, prefill_together, prompts_stack, rewind
 from ..generation.loop import decode_params
 from ..model.kv_cache import KVCache
 from .jobs import EmbedJob, GenerateJob
@@ -52,6 +55,7 @@ class Worker:
         self.max_queue, self.threads = max_queue, threads
         self._decoder_args = (decode_activations, slots, stacking)
         self.prompt_weights = None if model is None else decode_params(model.params, prompt_activations)
+        self.stack_prompts = model is not None and prompts_stack(self.prompt_weights)
         self.slots = [] if model is None else \
             [Slot(i, KVCache(model.config, max_len=ctx, dtype=model.dtype)) for i in range(slots)]
         self.capacity = max(1, len(self.slots)) + max_queue
@@ -175,9 +179,10 @@ class Worker:
             if slot.job is not None and slot.job.cancelled:
                 slot.job.t_end = time.perf_counter()
                 self._release(slot)
-        prefilling = [s for s in self.slots if s.job is not None and s.pending is None]
+        prefilling = sorted((s for s in self.slots if s.job is not None and s.pending is None),
+                            key=lambda s: s.job.t_start)
         if prefilling:
-            self._guarded([min(prefilling, key=lambda s: s.job.t_start)], self._prefill)
+            self._guarded(self._prefill_group(prefilling), self._prefill)
         decoding = [s for s in self.slots if s.job is not None and s.pending is not None]
         if decoding:
             self._guarded(decoding, self._decode)
@@ -196,16 +201,38 @@ class Worker:
                 s.tokens, s.canonical = [], 0
                 self._release(s)
 
+    def _prefill_group(self, prefilling):
+        """The slots whose next prompt chunk runs now: the oldest job's, and, where prompts stack (int8 prompt
+        matmuls, generation/batch.py:prompts_stack), the next ones' too while all of them together are at most
+        ``chunk`` tokens (a running stream still waits for one chunk's worth at most), each chunk of 2 tokens or
+        more (one token goes through the decode kernel: alone)."""
+        group, total = [], 0
+        for s in prefilling:
+            start = s.cache.next_position
+            n = chunk_end(start, len(s.job.prompt), self.chunk) - start
+            if n < 2 or not self.stack_prompts or total + n > self.chunk:
+                if not group:
+                    return [s]
+                continue
+            group.append(s)
+            total += n
+        return group
+
     def _prefill(self, slots) -> None:
-        slot, job = slots[0], slots[0].job
-        start = slot.cache.next_position
-        logits = prefill_chunk(self.model, slot.cache, job.prompt_array, self.chunk, self.prompt_weights)
-        end = slot.cache.next_position
-        slot.tokens.extend(job.prompt[start:end])
-        if slot.canonical == start and end % self.chunk == 0:     # a full chunk at its absolute place
-            slot.canonical = end
-        if logits is not None:
-            self._took(slot, job.take(logits))
+        starts = [s.cache.next_position for s in slots]
+        if len(slots) == 1:
+            logits = [prefill_chunk(self.model, slots[0].cache, slots[0].job.prompt_array, self.chunk,
+                                    self.prompt_weights)]
+        else:                                    # one pass over the weights, each prompt's bits as alone
+            logits = prefill_together(self.model, [s.cache for s in slots], [s.job.prompt_array for s in slots],
+                                      self.chunk, self.prompt_weights)
+        for slot, start, row in zip(slots, starts, logits):
+            end = slot.cache.next_position
+            slot.tokens.extend(slot.job.prompt[start:end])
+            if slot.canonical == start and end % self.chunk == 0:     # a full chunk at its absolute place
+                slot.canonical = end
+            if row is not None:
+                self._took(slot, slot.job.take(row))
 
     def _decode(self, slots) -> None:
         logits = self.decoder.step([s.cache for s in slots], [s.pending for s in slots])     # (B, V)
