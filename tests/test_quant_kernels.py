@@ -463,6 +463,40 @@ def test_numpy_twin_quantizes_activations_like_the_decode_kernel():
         np.testing.assert_array_equal(xq[t].sum(axis=1), s1)
 
 
+@pytest.mark.parametrize("blocks", [3, 8, 18, 144, 449])
+def test_decode_activations_prepared_in_one_pass_equal_the_step_by_step_definition(blocks):
+    """decode.prepare_rows_int8 (one pass a row: rounding, chunks stored in the interleaved order) holds
+    interleave_x(quantize_x_q8_0(x)) and its block numbers, for full groups and tail blocks: ties, a zero block,
+    a loud block, and a row of 4 rows' side-by-side copies (xp, np4, dp4, sp4)."""
+    from mistral_np.quant.fast import decode
+    rng = np.random.default_rng(blocks)
+    x = rng.standard_normal((5, blocks * 32)).astype(np.float32)
+    x[1, :32] = 0.0
+    x[2, -32:] *= 1e4
+    x[3, 5] = 0.5 * np.abs(x[3, :32]).max() / 127 * 3          # 1.5 steps: rounds away from zero
+    x[4, :32] = np.float32([127.0, 0.5, -2.5, 1.5] + [0.25] * 28)  # d = 1: exact ties, rounded away from zero
+    xr, nsxo, dx, dxs, xp, np4, dp4, sp4 = decode.prepare_rows_int8(x, 8)
+    n = blocks * 32
+    assert np.all(xr[:, n:] == 0)                               # the row padding stays zero
+    for t in range(5):
+        xq, d, sx = decode.quantize_x_q8_0(x[t])
+        np.testing.assert_array_equal(xr[t, :n], decode.interleave_x(xq))
+        np.testing.assert_array_equal(nsxo[t], (sx * -8).astype(np.int32))
+        np.testing.assert_array_equal(dx[t], d)
+        np.testing.assert_array_equal(dxs[t], d * sx.astype(np.float32))
+        one = decode.prepare_x_int8(x[t], 8)
+        for a, b in zip(one, (xr[t, :n], nsxo[t], dx[t], dxs[t])):
+            np.testing.assert_array_equal(a, b)
+    nv = blocks // 8
+    for j in range(4):                                          # pass 0: rows 0-3 side by side, group by group
+        for c in range(nv):
+            s = c * 4 + j
+            np.testing.assert_array_equal(xp[s * 256:(s + 1) * 256], xr[j, c * 256:(c + 1) * 256])
+            np.testing.assert_array_equal(np4[s * 8:(s + 1) * 8], nsxo[j, c * 8:(c + 1) * 8])
+            np.testing.assert_array_equal(dp4[s * 8:(s + 1) * 8], dx[j, c * 8:(c + 1) * 8])
+            np.testing.assert_array_equal(sp4[s * 8:(s + 1) * 8], dxs[j, c * 8:(c + 1) * 8])
+
+
 @pytest.mark.parametrize("blocks", [8, 18, 144])
 def test_prompt_activations_are_the_decode_kernels_bits(blocks):
     """The GEMM's activation rows (gemm.prepare_rows_int8: its own block loop, rounding 8 lanes at a time) hold
