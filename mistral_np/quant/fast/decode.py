@@ -145,8 +145,9 @@ def _prepare_row_int8(x, offset, xr, nsxo, dx, dxs):
     """prepare_x_int8 into the given arrays (xr: at least in bytes). Each block is rounded as quantize_x_q8_0
     rounds (round_away's arithmetic, exact in float32, in a loop LLVM vectorizes) and its 4-byte chunks stored
     where interleave_x puts them: chunk k (values 4k..4k+3, k = 4h + g) of block 8c + b as the int32 at
-    c*64 + g*16 + h*8 + b; tail blocks in order. In the 4-row decode step this preparation (9 of them a layer)
-    was ~10 ms of ~250 when it went through quantize_x_q8_0 and interleave_x (Zen 4: 4 rows of 14336 in 158 us)."""
+    c*64 + g*16 + h*8 + b; tail blocks in order. A 4-row decode step of the 7B shape prepares 4 rows 4 times a
+    layer (q/k/v, o, gate/up, down): ~10 ms of ~250 through quantize_x_q8_0 and interleave_x, ~6 ms this way
+    (Zen 4, one thread: 4 rows of 14336 in 158 -> 93 us, docs/performance.md, fourteenth session)."""
     nb = x.shape[0] // Q
     full = nb // V * V
     q = np.empty(Q, np.int8)
