@@ -129,8 +129,9 @@ def _describe(worker, model, embedder, ctx, chunk, reuse, prompt_activations, de
     if model is not None:
         cache_mb = sum(s.cache.nbytes for s in worker.slots) / 2**20
         rows = worker.decoder.describe()
-        log.info("%d slots x %d positions (KV caches %.0f MiB), prefill chunks of %d, prefix reuse %s, activations: "
-                 "%s (prompt) / %s (decode); decode step: %s", len(worker.slots), ctx, cache_mb, chunk,
+        log.info("%d slots x %d positions (KV caches %.0f MiB), prefill chunks of %d (%s), prefix reuse %s, "
+                 "activations: %s (prompt) / %s (decode); decode step: %s", len(worker.slots), ctx, cache_mb, chunk,
+                 "waiting prompts stacked" if worker.stack_prompts else "one prompt at a time",
                  "on" if reuse else "off", prompt_activations, decode_activations, rows)
     if embedder is not None:
         log.info("embeddings: %s recipe, %d dimensions", embedder.config.name, embedder.dim)
