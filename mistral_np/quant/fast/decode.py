@@ -72,8 +72,30 @@ def block_scale(x, blk):
     amax = np.float32(0.0)
     for k in range(Q):
         amax = max(amax, abs(x[blk * Q + k]))
+    return scale_of(amax)
+
+
+@njit(cache=True, inline="always")
+def scale_of(amax):
+    """A Q8_0 block's d = amax / 127 and 1 / d (0 for a zero block), as ggml's quantize_row_q8_0_ref."""
     d = amax / np.float32(127.0)
     return d, (np.float32(1.0) / d if d != 0 else np.float32(0.0))
+
+
+@njit(cache=True, inline="always")
+def round_block(x, o, centre, inv, q):
+    """q[j] = round_away((x[o + j] - centre) * inv) for the 32 values of a block -> their sum. round_away's
+    arithmetic (exact in float32) in a loop LLVM vectorizes; x - 0.0 is x, so a plain block keeps its bits."""
+    two = np.float32(2.0)
+    total = 0
+    for j in range(Q):
+        v = (x[o + j] - centre) * inv
+        a = abs(v)
+        r = np.int32(np.floor(a) + np.floor(two * (a - np.floor(a))))
+        r = r if v >= 0 else -r
+        q[j] = r
+        total += r
+    return total
 
 
 @njit(cache=True)
@@ -143,7 +165,7 @@ def prepare_x_int8(x, offset):
 @njit(cache=True)
 def _prepare_row_int8(x, offset, xr, nsxo, dx, dxs):
     """prepare_x_int8 into the given arrays (xr: at least in bytes). Each block is rounded as quantize_x_q8_0
-    rounds (round_away's arithmetic, exact in float32, in a loop LLVM vectorizes) and its 4-byte chunks stored
+    rounds (``round_block``) and its 4-byte chunks stored
     where interleave_x puts them: chunk k (values 4k..4k+3, k = 4h + g) of block 8c + b as the int32 at
     c*64 + g*16 + h*8 + b; tail blocks in order. A 4-row decode step of the 7B shape prepares 4 rows 4 times a
     layer (q/k/v, o, gate/up, down): ~10 ms of ~250 through quantize_x_q8_0 and interleave_x, ~6 ms this way
@@ -152,22 +174,9 @@ def _prepare_row_int8(x, offset, xr, nsxo, dx, dxs):
     full = nb // V * V
     q = np.empty(Q, np.int8)
     q32, xr32 = q.view(np.int32), xr.view(np.int32)
-    two = np.float32(2.0)
     for blk in range(nb):
-        o = blk * Q
-        amax = np.float32(0.0)
-        for j in range(Q):
-            amax = max(amax, abs(x[o + j]))
-        d = amax / np.float32(127.0)                      # block_scale's
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
-        total = 0
-        for j in range(Q):                                # round_away's, 8 lanes at a time
-            v = x[o + j] * inv
-            a = abs(v)
-            r = np.int32(np.floor(a) + np.floor(two * (a - np.floor(a))))
-            r = r if v >= 0 else -r
-            q[j] = r
-            total += r
+        d, inv = block_scale(x, blk)
+        total = round_block(x, blk * Q, np.float32(0.0), inv, q)
         if blk < full:
             c, b = blk // V, blk % V
             for k in range(Q // 4):

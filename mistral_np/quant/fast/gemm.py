@@ -71,7 +71,7 @@ from numba import njit, prange
 
 from ..common import Q
 from ..q8_0 import BLOCK_BYTES as Q8_0_BYTES
-from .decode import _nibbles
+from .decode import _nibbles, round_block, scale_of
 from .layout import TILE_GROUPS, V, tile_base
 from .simd import (cvt_i32x8, dot8_bytes, dot8_bytes_split, dot8_nibbles, dot8_nibbles_split, fma_f32x8, hmax_f32x8, hmin_f32x8,
                    hsum_f32x8, load_f16x8, load_f32x8, load_i8x32, load_i32x8, max_f32x8, min_f32x8, mul_f32x8, zero_f32x8)
@@ -161,23 +161,14 @@ def _quantize_row(x, offset, wide, centred, xr, nsxo, dx, dxs, nsxo16, dx16, dxs
     nb = x.shape[0] // Q
     q = np.empty(Q, np.int8)
     q32, xr32 = q.view(np.int32), xr.view(np.int32)
-    two = np.float32(2.0)
     for blk in range(nb):
         o = blk * Q
         if centred:
             centre, amax = _block_centre(x, o)
         else:
             centre, amax = np.float32(0.0), _block_amax(x, o)
-        d = amax / np.float32(127.0)
-        inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
-        total = 0
-        for j in range(Q):                                # round half away from zero, as round_away
-            v = (x[o + j] - centre) * inv                # x - 0.0 is x: plain blocks keep their bits
-            a = abs(v)
-            r = np.int32(np.floor(a) + np.floor(two * (a - np.floor(a))))
-            r = r if v >= 0 else -r
-            q[j] = r
-            total += r
+        d, inv = scale_of(amax)
+        total = round_block(x, o, centre, inv, q)         # round half away from zero, as round_away
         c, b = blk // V, blk % V
         for k in range(Q // 4):
             xr32[c * 64 + b + chunk_at[k]] = q32[k]
