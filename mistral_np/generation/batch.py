@@ -22,11 +22,12 @@ The decode step advances B sequences together, each by one token, at its own pos
     x = embed_tokens[tokens]                                    (B,) -> (B, D)
     for each layer:
         q, k, v = x Wq^T, x Wk^T, x Wv^T                        (B, D) -> (B, H, Dh), (B, K, Dh) x2   all rows
-        per sequence b: RoPE at its position, its cache's ``update``, ``attention_probs``, ``mix_values``
+        per sequence b: RoPE at its position, its cache's ``update``, the attention (model/attention.py:attend)
         x = x + out Wo^T ;  x = x + swiglu_mlp(rms_norm(x))     all rows
     logits = rms_norm(x) lm_head^T                              (B, D) -> (B, V)                      all rows
 
-with the model's own functions (model/rmsnorm.py, rope.py, gqa.py, mlp.py, ops.py, the cache's layer views).
+with the model's own functions (model/rmsnorm.py, attention.py, mlp.py, ops.py, the cache's layer views): a
+layer is ``stacked_layer``, which ``prefill_together`` runs too, a chunk of rows per sequence.
 
 Which numbers. Each row gets exactly the bits the single-sequence loop gives (``loop.py`` with the same
 activations for the prompt and the decode steps, the same ``fused_decode`` and ``chunk_size=chunk``), and each
@@ -63,11 +64,10 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..model.attention import attend
 from ..model.forward import hidden_states
-from ..model.gqa import attention_probs, mix_values
 from ..model.mlp import swiglu_mlp
 from ..model.ops import linear, take_rows
 from ..model.rmsnorm import rms_norm
-from ..model.rope import apply_rope, positions as rotary_positions
+from ..model.rope import positions as rotary_positions
 from ..model.trace import NO_TRACE
 from .fused import fused_decoder
 from .loop import decode_params, generate_ids
@@ -137,21 +137,28 @@ def prefill_together(model, caches: list, prompts: list, chunk: int, weights=Non
     pos = [rotary_positions(np.arange(s, e, dtype=np.int64), cfg.head_dim, cfg.rope_theta, dtype) for s, e in spans]
     ids = np.concatenate([p[s:e] for p, (s, e) in zip(prompts, spans)])
     x = take_rows(weights.embed_tokens, ids).astype(dtype, copy=False)       # (T,) -> (T, D), T = all chunks
-    H, K, Dh = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     for i, layer in enumerate(weights.layers):
-        a_in = rms_norm(x, layer.input_layernorm, cfg.rms_norm_eps)
-        T = len(a_in)
-        q = linear(a_in, layer.q_proj).reshape(T, H, Dh)                     # (T, D) -> (T, H, Dh)
-        k = linear(a_in, layer.k_proj).reshape(T, K, Dh)
-        v = linear(a_in, layer.v_proj).reshape(T, K, Dh)
-        out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], cfg, p, c.layer(i), NO_TRACE)
-                              for a, b, p, c in zip(rows[:-1], rows[1:], pos, caches)])       # (T, H, Dh)
-        h = x + linear(out.reshape(T, H * Dh), layer.o_proj)
-        x = h + swiglu_mlp(rms_norm(h, layer.post_attention_layernorm, cfg.rms_norm_eps),
-                           layer.gate_proj, layer.up_proj, layer.down_proj)
+        x = stacked_layer(x, layer, cfg, rows, pos, [c.layer(i) for c in caches])
     x = rms_norm(x, weights.norm, cfg.rms_norm_eps)
     return [linear(x[b - 1:b], weights.lm_head)[0] if e == len(p) else None      # (1, D) -> (V,), as prefill_chunk
             for b, (s, e), p in zip(rows[1:], spans, prompts)]
+
+
+def stacked_layer(x, layer, cfg, rows, pos, views):
+    """model/block.py's decoder_layer for the stacked rows of several sequences: sequence b's rows are
+    rows[b]..rows[b+1] of x (T, D), at ``pos[b]``, over its cache view ``views[b]``. The norms, the projections
+    and the MLP take all rows; RoPE, the cache update and the attention run per sequence
+    (model/attention.py:attend).  -> (T, D)"""
+    T, H, K, Dh = len(x), cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    a_in = rms_norm(x, layer.input_layernorm, cfg.rms_norm_eps)
+    q = linear(a_in, layer.q_proj).reshape(T, H, Dh)                         # (T, D) -> (T, H, Dh)
+    k = linear(a_in, layer.k_proj).reshape(T, K, Dh)                         # (T, D) -> (T, K, Dh)
+    v = linear(a_in, layer.v_proj).reshape(T, K, Dh)
+    out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], cfg, p, view, NO_TRACE)
+                          for a, b, p, view in zip(rows[:-1], rows[1:], pos, views)])   # (T, H, Dh)
+    h = x + linear(out.reshape(T, H * Dh), layer.o_proj)                     # (T, H*Dh) -> (T, D)
+    return h + swiglu_mlp(rms_norm(h, layer.post_attention_layernorm, cfg.rms_norm_eps),
+                          layer.gate_proj, layer.up_proj, layer.down_proj)
 
 
 def loop_defaults() -> dict:
@@ -300,23 +307,7 @@ class BatchDecoder:
         pos = [rotary_positions(np.array([c.next_position], dtype=np.int64), cfg.head_dim, cfg.rope_theta, dtype)
                for c in caches]                                                   # B x ((1,), (1, Dh/2) x2)
         x = take_rows(self.embed_tokens, ids).astype(dtype, copy=False)           # (B,) -> (B, D)
+        rows = np.arange(B + 1)                                                   # one row per sequence
         for i, layer in enumerate(self.layers):
-            a_in = rms_norm(x, layer.input_layernorm, cfg.rms_norm_eps)
-            h = x + self._attention(a_in, layer, [c.layer(i) for c in caches], pos)
-            x = h + swiglu_mlp(rms_norm(h, layer.post_attention_layernorm, cfg.rms_norm_eps),
-                               layer.gate_proj, layer.up_proj, layer.down_proj)
+            x = stacked_layer(x, layer, cfg, rows, pos, [c.layer(i) for c in caches])
         return linear(rms_norm(x, self.norm, cfg.rms_norm_eps), self.lm_head)    # (B, D) -> (B, V)
-
-    def _attention(self, x, layer, views, pos):
-        """model/attention.py for B sequences of one token each: projections on all rows, the rest per sequence."""
-        cfg = self.model.config
-        B, H, K, Dh = len(x), cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        q = linear(x, layer.q_proj).reshape(B, H, Dh)                             # (B, D) -> (B, H, Dh)
-        k = linear(x, layer.k_proj).reshape(B, K, Dh)                             # (B, D) -> (B, K, Dh)
-        v = linear(x, layer.v_proj).reshape(B, K, Dh)
-        out = np.empty((B, H, Dh), dtype=x.dtype)
-        for b, (view, p) in enumerate(zip(views, pos)):
-            qb, kb = apply_rope(q[b:b + 1], p.cos, p.sin), apply_rope(k[b:b + 1], p.cos, p.sin)   # (1, H|K, Dh)
-            k_all, v_all, k_pos = view.update(kb, v[b:b + 1], p.index)           # (S, K, Dh) x2, (S,)
-            out[b] = mix_values(attention_probs(qb, k_all, p.index, k_pos, cfg.sliding_window), v_all)[0]
-        return linear(out.reshape(B, H * Dh), layer.o_proj)                       # (B, H*Dh) -> (B, D)
