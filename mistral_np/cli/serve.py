@@ -60,9 +60,6 @@ def add_serve_commands(sub) -> None:
     p.add_argument("--stacked-matmul", choices=["auto", "always", "never"], default="auto",
                    help="decode steps: one matmul for all rows where it gives the one-row bits (auto), always, "
                         "or never")
-    p.add_argument("--gather-ms", type=float, default=None,
-                   help="an idle server waits up to this long for requests sent together with the first one, "
-                        "so that their prompts are prefilled in one pass (0: never wait; default 20)")
     p.add_argument("--max-body", type=int, default=4 << 20, help="largest request body, bytes (413 beyond)")
     add_threads_option(p)
     p.set_defaults(func=cmd_serve)
@@ -73,5 +70,5 @@ def cmd_serve(args) -> int:
     run(args.model, host=args.host, port=args.port, slots=args.slots, max_queue=args.max_queue,
         api_key=args.api_key, preset=args.preset, ctx=args.ctx, chunk=args.prefill_chunk,
         prompt_activations=args.prompt_activations, decode_activations=args.decode_activations, stacking=args.stacked_matmul, reuse=args.reuse,
-        threads=args.threads, max_body=args.max_body, gather_ms=args.gather_ms)
+        threads=args.threads, max_body=args.max_body)
     return 0

@@ -32,7 +32,6 @@ from ..errors import InvalidArgumentError, MistralNPError
 from ..generation.batch import loop_defaults
 
 DEFAULT_CTX = 4096
-GATHER_MS = 20.0            # an idle server's wait for requests sent with the first (docs/serve.md, section 3)
 log = logging.getLogger("mistral_np.serve")
 
 
@@ -81,8 +80,7 @@ def listen(host: str, port: int) -> socket.socket:
 def run(path, host: str = "127.0.0.1", port: int = 8080, slots: int = 4, max_queue: int = 16,
         api_key: str | None = None, preset: str | None = None, ctx: int | None = None, chunk: int = 128,
         prompt_activations: str | None = None, decode_activations: str | None = None, stacking: str = "auto",
-        reuse: bool = True, threads: int | None = None, max_body: int = 4 << 20, name: str | None = None,
-        gather_ms: float | None = None) -> None:
+        reuse: bool = True, threads: int | None = None, max_body: int = 4 << 20, name: str | None = None) -> None:
     """Load ``path``, warm up, listen, serve until interrupted. Activations default to ``model.generate``'s."""
     try:
         import uvicorn
@@ -91,9 +89,8 @@ def run(path, host: str = "127.0.0.1", port: int = 8080, slots: int = 4, max_que
         raise ServeExtraMissing(f"the server needs the 'serve' extra ({e.name} is missing): "
                                 "pip install 'mistral_np[serve]'") from None
     from .worker import Worker
-    gather_ms = GATHER_MS if gather_ms is None else gather_ms
     for value, flag, low in ((slots, "--slots", 1), (max_queue, "--max-queue", 0), (chunk, "--prefill-chunk", 1),
-                             (max_body, "--max-body", 1024), (gather_ms, "--gather-ms", 0)):
+                             (max_body, "--max-body", 1024)):
         if value < low:
             raise InvalidArgumentError(f"{flag} must be >= {low}, got {value}")
     if api_key is not None and not api_key.strip():
@@ -107,7 +104,7 @@ def run(path, host: str = "127.0.0.1", port: int = 8080, slots: int = 4, max_que
     decode_activations = decode_activations or defaults["decode_activations"]
     worker = Worker(model, embedder, slots=slots, max_queue=max_queue, ctx=ctx or 0, chunk=chunk,
                     prompt_activations=prompt_activations, decode_activations=decode_activations, stacking=stacking,
-                    reuse=reuse, threads=threads, gather=gather_ms / 1000.0)
+                    reuse=reuse, threads=threads)
     worker.start()
     name = name or os.path.basename(os.path.normpath(str(path)))
     state = State(name, worker, model, embedder, api_key, max_body,
@@ -134,8 +131,7 @@ def _describe(worker, model, embedder, ctx, chunk, reuse, prompt_activations, de
         rows = worker.decoder.describe()
         log.info("%d slots x %d positions (KV caches %.0f MiB), prefill chunks of %d (%s), prefix reuse %s, "
                  "activations: %s (prompt) / %s (decode); decode step: %s", len(worker.slots), ctx, cache_mb, chunk,
-                 f"waiting prompts stacked, an idle server waits {1e3 * worker.gather:g} ms for company"
-                 if worker.stack_prompts else "one prompt at a time",
+                 "waiting prompts stacked" if worker.stack_prompts else "one prompt at a time",
                  "on" if reuse else "off", prompt_activations, decode_activations, rows)
     if embedder is not None:
         log.info("embeddings: %s recipe, %d dimensions", embedder.config.name, embedder.dim)

@@ -3,9 +3,6 @@
 The event loop (app.py) only ``submit``s jobs and sets their ``cancelled`` flag; everything else happens here,
 one iteration at a time:
 
-    gather     only when every slot is idle and prompts stack: wait up to ``gather`` seconds (until the
-               waiting jobs fill the slots, if sooner) for the requests that arrive with the first, so that
-               requests sent together are prefilled together rather than the first alone
     admit      waiting jobs, oldest first, into free slots (slots.py: the longest reusable prefix wins);
                at most one embedding job runs per iteration, whole
     prefill    ONE chunk of the prompt admitted first, so running streams wait one chunk at most; where prompts
@@ -49,14 +46,12 @@ log = logging.getLogger("mistral_np.serve")
 
 class Worker:
     """Owns ``model`` (None for an embedder-only server), ``embedder`` (or None) and ``slots`` KV caches of
-    ``ctx`` positions each; prefill chunks of ``chunk`` tokens; ``max_queue`` jobs may wait beyond the slots;
-    an idle worker waits up to ``gather`` seconds for company before it starts a prompt that could stack."""
+    ``ctx`` positions each; prefill chunks of ``chunk`` tokens; ``max_queue`` jobs may wait beyond the slots."""
 
     def __init__(self, model, embedder=None, slots: int = 4, max_queue: int = 16, ctx: int = 4096,
                  chunk: int = 128, prompt_activations: str = "float", decode_activations: str = "int8",
-                 stacking: str = "auto", reuse: bool = True, threads: int | None = None, gather: float = 0.0):
+                 stacking: str = "auto", reuse: bool = True, threads: int | None = None):
         self.model, self.embedder, self.ctx, self.chunk, self.reuse = model, embedder, ctx, chunk, reuse
-        self.gather = gather
         self.max_queue, self.threads = max_queue, threads
         self._decoder_args = (decode_activations, slots, stacking)
         self.prompt_weights = None if model is None else decode_params(model.params, prompt_activations)
@@ -125,7 +120,6 @@ class Worker:
                     self.cond.wait()
                 if self.stopping:
                     break
-                self._gather()
                 self._admit()
             if self.embedding is not None:
                 self._embed(self.embedding)
@@ -146,26 +140,6 @@ class Worker:
             slot.cache.reset()
         if self.embedder is not None:
             self.embedder.encode(["warm up"])
-
-    def _gather(self) -> None:
-        """Under the lock, when every slot is idle and prompts stack: wait until the generation jobs waiting
-        fill the slots or ``gather`` seconds have passed since the oldest arrived. Requests sent together reach
-        the server a few milliseconds apart; without the wait the first would be prefilled alone and the others
-        after it, reading the weights twice. A lone request pays the wait once, before its prefill; a busy
-        worker never waits (new prompts join the next prefill chunk)."""
-        if self.gather <= 0 or not self.stack_prompts or self.embedding is not None \
-                or any(s.job is not None for s in self.slots):
-            return
-        jobs = [j for j in self.waiting if isinstance(j, GenerateJob) and not j.cancelled]
-        if not jobs:
-            return
-        deadline = jobs[0].t_submit + self.gather
-        while not self.stopping and time.perf_counter() < deadline:
-            if sum(isinstance(j, GenerateJob) and not j.cancelled for j in self.waiting) >= len(self.slots):
-                break
-            self.cond.wait(deadline - time.perf_counter())
-        log.debug("gathered %d requests in %.1f ms", len(self.waiting),
-                  1e3 * (time.perf_counter() - jobs[0].t_submit))
 
     def _admit(self) -> None:
         """Under the lock: cancelled jobs leave the queue, generation jobs take free slots in order, and the
