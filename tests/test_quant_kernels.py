@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mistral_np.model.ops import linear, linears
 from mistral_np.quant import (Q4_0Tensor, Q4_1Tensor, Q8_0Tensor, decode_weights, dequantize_q4_0_ref,
                               dequantize_q4_1_ref, dequantize_q8_0_ref, from_packed, matmul_q4_0_ref, matmul_q4_1_ref,
                               matmul_q8_0_ref, quantize, quantize_q4_0, quantize_q4_1_ref, quantize_q8_0)
@@ -432,6 +433,28 @@ def test_a_prompt_tokens_result_does_not_depend_on_the_others(qtype, kind, monke
     for t in (0, 5, 8, 11):
         np.testing.assert_array_equal(tensor.matmul(x[t:t + 2], activations="int8")[0], whole[t])
     np.testing.assert_array_equal(tensor.matmul(x[3:12], activations="int8"), whole[3:12])
+
+
+@pytest.mark.parametrize("kind", GEMM_KINDS)
+def test_projections_of_one_input_prepare_it_once_with_the_same_bits(kind, monkeypatch):
+    """ops.linears (q, k, v; gate, up): each weight's result has the bits of its own ``linear`` call, and the
+    int8 blocks of x are made once for weights that read them alike (Q4_0 twice, Q8_0 twice: 2 preparations;
+    Q4_1 has another offset: a third), never for float activations or a float weight."""
+    use_gemm(monkeypatch, kind)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((9, 18 * 32)).astype(np.float32)
+    ws = [from_packed(q, TWINS[q][0](w), w.shape).with_activations("int8") for q, w in
+          [(q, rng.standard_normal((r, 18 * 32)).astype(np.float32))
+           for q, r in [("Q4_0", 40), ("Q4_0", 8), ("Q4_1", 17), ("Q8_0", 24), ("Q8_0", 33)]]]
+    ws += [ws[0].base, rng.standard_normal((5, 18 * 32)).astype(np.float32)]  # float activations; a float weight
+    made = []
+    real = kernels.gemm.prepare_rows_int8
+    monkeypatch.setattr(kernels.gemm, "prepare_rows_int8", lambda *a, **k: made.append(a[1:]) or real(*a, **k))
+    together = linears(x, *ws)
+    assert len(made) == 3, made
+    for w, y in zip(ws, together):
+        np.testing.assert_array_equal(y, linear(x, w))
+    assert len(made) == 3 + 5  # one by one: each int8 weight prepares its own
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])

@@ -65,7 +65,7 @@ from ..errors import InvalidArgumentError
 from ..model.attention import attend
 from ..model.forward import hidden_states
 from ..model.mlp import swiglu_mlp
-from ..model.ops import linear, take_rows
+from ..model.ops import linear, linears, take_rows
 from ..model.rmsnorm import rms_norm
 from ..model.rope import positions as rotary_positions
 from ..model.trace import NO_TRACE
@@ -151,9 +151,8 @@ def stacked_layer(x, layer, cfg, rows, pos, views):
     (model/attention.py:attend).  -> (T, D)"""
     T, H, K, Dh = len(x), cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     a_in = rms_norm(x, layer.input_layernorm, cfg.rms_norm_eps)
-    q = linear(a_in, layer.q_proj).reshape(T, H, Dh)                         # (T, D) -> (T, H, Dh)
-    k = linear(a_in, layer.k_proj).reshape(T, K, Dh)                         # (T, D) -> (T, K, Dh)
-    v = linear(a_in, layer.v_proj).reshape(T, K, Dh)
+    q, k, v = linears(a_in, layer.q_proj, layer.k_proj, layer.v_proj)
+    q, k, v = q.reshape(T, H, Dh), k.reshape(T, K, Dh), v.reshape(T, K, Dh)   # (T, D) -> (T, H, Dh), (T, K, Dh) x2
     out = np.concatenate([attend(q[a:b], k[a:b], v[a:b], cfg, p, view, NO_TRACE)
                           for a, b, p, view in zip(rows[:-1], rows[1:], pos, views)])   # (T, H, Dh)
     h = x + linear(out.reshape(T, H * Dh), layer.o_proj)                     # (T, H*Dh) -> (T, D)

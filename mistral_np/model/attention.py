@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from .gqa import attention_probs, mix_values
 from .gqa_blocked import QUERY_BLOCK, grouped_query_attention_blocked
-from .ops import linear
+from .ops import linear, linears
 from .rope import apply_rope
 
 PARALLEL_QUERIES = 32  # from this many queries, untraced calls take the blocked twin, on the thread pool
@@ -37,9 +37,10 @@ PARALLEL_QUERIES = 32  # from this many queries, untraced calls take the blocked
 def attention(x, layer, cfg, pos, cache, trace):
     """x (T, D) normalized hidden states -> (T, D) attention output (after o_proj)."""
     T, H, K, Dh = x.shape[0], cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    q = linear(x, layer.q_proj).reshape(T, H, Dh)    # (T, D) -> (T, H, Dh)
-    k = linear(x, layer.k_proj).reshape(T, K, Dh)    # (T, D) -> (T, K, Dh)
-    v = linear(x, layer.v_proj).reshape(T, K, Dh)    # (T, D) -> (T, K, Dh)
+    q, k, v = linears(x, layer.q_proj, layer.k_proj, layer.v_proj)   # linear(x, w) for each w (ops.py)
+    q = q.reshape(T, H, Dh)                          # (T, D) -> (T, H, Dh)
+    k = k.reshape(T, K, Dh)                          # (T, D) -> (T, K, Dh)
+    v = v.reshape(T, K, Dh)                          # (T, D) -> (T, K, Dh)
     out = attend(q, k, v, cfg, pos, cache, trace)                            # (T, H, Dh)
     return linear(out.reshape(T, H * Dh), layer.o_proj)                     # (T, H*Dh) -> (T, D)
 

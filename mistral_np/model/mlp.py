@@ -18,7 +18,7 @@ next: rmsnorm.py.
 
 import numpy as np
 
-from .ops import linear, silu
+from .ops import linear, linears, silu
 
 _compiled = {"silu_mul": None}  # g, u (T, F) float32 -> g <- silu(g) * u in place (use_silu_mul)
 
@@ -29,7 +29,7 @@ def use_silu_mul(fn) -> None:
 
 
 def swiglu_mlp(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
-    gate, up = linear(x, gate_proj), linear(x, up_proj)   # (T, D) -> (T, F) x2
+    gate, up = linears(x, gate_proj, up_proj)             # (T, D) -> (T, F) x2: linear(x, w) for each w
     fast = _compiled["silu_mul"]
     if fast is not None and gate.dtype == np.float32 and gate.flags.c_contiguous and up.flags.c_contiguous:
         fast(gate, up)

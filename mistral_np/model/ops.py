@@ -1,4 +1,4 @@
-"""The few numeric primitives every layer uses: ``linear``, ``take_rows``, ``softmax``, ``silu``.
+"""The few numeric primitives every layer uses: ``linear`` (and ``linears``), ``take_rows``, ``softmax``, ``silu``.
 
 (``log_softmax`` serves the samplers and quality reports that sit beside the model.)
 
@@ -26,6 +26,15 @@ def linear(x: np.ndarray, w) -> np.ndarray:
         assert w.dtype == x.dtype, f"weight dtype {w.dtype} != activation dtype {x.dtype}"
         return matmul_t(x, w)          # x @ w.T, its columns cut into tiles for the threads (parallel.py)
     return w.matmul(x)
+
+
+def linears(x: np.ndarray, *ws) -> list:
+    """[linear(x, w) for w in ws], with the same numbers: the projections that read one input (q, k and v;
+    gate and up). Quantized weights with int8 activations first quantize x into int8 blocks; those that would
+    make the same blocks (same kernel family, same offset) make them once here (``matmul_shared``: the prepared
+    input lives in ``shared`` for this call only, so no later x can meet a stale one)."""
+    shared: dict = {}
+    return [w.matmul_shared(x, shared) if hasattr(w, "matmul_shared") else linear(x, w) for w in ws]
 
 
 def take_rows(w, ids: np.ndarray) -> np.ndarray:

@@ -113,6 +113,11 @@ class QuantTensor:
         """
         raise NotImplementedError
 
+    def matmul_shared(self, x: np.ndarray, shared: dict, activations: str = "float") -> np.ndarray:
+        """``matmul(x, activations)``, the same bits; int8 activations prepared from x are taken from, or left in,
+        ``shared`` (a dict for one x: ops.linears), so that weights reading x alike prepare it once."""
+        raise NotImplementedError
+
     def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         """y = x @ w.T for a few rows (the sequences of a batched decode step), the weight read once for all
         of them, and row b exactly ``matmul(x[b:b+1])``: each row through the one-row (decode) kernel.
@@ -159,6 +164,9 @@ class _NibbleTensor(QuantTensor):
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         return kernels.matmul_nibbles(x, self.prepare()._layout, check_activations_mode(activations))
 
+    def matmul_shared(self, x: np.ndarray, shared: dict, activations: str = "float") -> np.ndarray:
+        return kernels.matmul_nibbles(x, self.prepare()._layout, check_activations_mode(activations), shared)
+
     def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         return kernels.matvecs_nibbles(x, self.prepare()._layout, check_activations_mode(activations))
 
@@ -191,6 +199,9 @@ class Q8_0Tensor(QuantTensor):
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         return kernels.matmul_q8_0_blocks(x, self._packed, check_activations_mode(activations))
 
+    def matmul_shared(self, x: np.ndarray, shared: dict, activations: str = "float") -> np.ndarray:
+        return kernels.matmul_q8_0_blocks(x, self._packed, check_activations_mode(activations), shared)
+
     def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
         return kernels.matvecs_q8_0_blocks(x, self._packed, check_activations_mode(activations))
 
@@ -212,6 +223,9 @@ class ActivationsView:
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         return self.base.matmul(x, activations=self.activations)
+
+    def matmul_shared(self, x: np.ndarray, shared: dict) -> np.ndarray:
+        return self.base.matmul_shared(x, shared, activations=self.activations)
 
     def matvecs(self, x: np.ndarray) -> np.ndarray:
         return self.base.matvecs(x, activations=self.activations)

@@ -232,8 +232,21 @@ def _library_of(caller: str, symbols) -> str | None:
     return None
 
 
-def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float") -> np.ndarray:
-    """y = x @ w.T for a Q4_0/Q4_1 weight in the interleaved layout.  (T, in) -> (T, out)"""
+def _int8_rows(x: np.ndarray, offset: int, wide: bool, tokens: int, centred: bool, shared: dict | None):
+    """gemm.prepare_rows_int8(x, ...), or the same Activations made earlier for this x by another weight
+    (``shared``: one dict per x, ops.linears). The key is everything the prepared arrays depend on besides x."""
+    if shared is None:
+        return gemm.prepare_rows_int8(x, offset, wide, tokens, centred=centred)
+    key = ("int8 rows", offset, wide, tokens, centred)
+    if key not in shared:
+        shared[key] = gemm.prepare_rows_int8(x, offset, wide, tokens, centred=centred)
+    return shared[key]
+
+
+def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float",
+                   shared: dict | None = None) -> np.ndarray:
+    """y = x @ w.T for a Q4_0/Q4_1 weight in the interleaved layout.  (T, in) -> (T, out)
+    ``shared``: see _int8_rows."""
     out_dim, nb = lay.d.shape
     x = check_activations(x, nb * Q)
     has_m = lay.m is not None
@@ -243,10 +256,10 @@ def matmul_nibbles(x: np.ndarray, lay: NibbleLayout, activations: str = "float")
         wide = wide_gemm()
         lanes = None if wide else lanes_kernels(nb * Q)
         if lanes is not None:  # rows as lanes (gemm_lanes.py, gemm_lanes256.py)
-            a = gemm.prepare_rows_int8(x, lay.offset, False, lanes.TOKENS)
+            a = _int8_rows(x, lay.offset, False, lanes.TOKENS, False, shared)
             return _gemm(lanes.gemm_nibbles_int8, (*gemm._arrays(a, False), lay.qs, lay.d, m, has_m, F16_TO_F32),
                          out_dim, x.shape[0])
-        a = gemm.prepare_rows_int8(x, lay.offset, wide)
+        a = _int8_rows(x, lay.offset, wide, gemm.TOKENS, False, shared)
         return _gemm(gemm.gemm_nibbles_int8, (*gemm._arrays(a, wide), lay.qs, lay.d, m, has_m, wide, gemm_pairs()),
                      out_dim, x.shape[0])
     if x.shape[0] > 1:  # prefill, float: tiles of dequantized rows and BLAS
@@ -361,8 +374,10 @@ def dequantize_nibbles(lay: NibbleLayout, rows: np.ndarray | None = None) -> np.
     return out
 
 
-def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "float") -> np.ndarray:
-    """y = x @ w.T for Q8_0 bytes rows (out, nb*34).  (T, in) -> (T, out)"""
+def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "float",
+                       shared: dict | None = None) -> np.ndarray:
+    """y = x @ w.T for Q8_0 bytes rows (out, nb*34).  (T, in) -> (T, out)
+    ``shared``: see _int8_rows."""
     x = check_activations(x, rows.shape[1] // Q8_0_BYTES * Q)
     rows = np.ascontiguousarray(rows)  # the vector loads index the bytes flat
     _check_mode(activations)
@@ -372,10 +387,10 @@ def matmul_q8_0_blocks(x: np.ndarray, rows: np.ndarray, activations: str = "floa
         # centred blocks (quant/activations.py): Q8_0's own error is small enough for the activations' to show
         c = centred("Q8_0", x.shape[0])
         if lanes is not None:
-            a = gemm.prepare_rows_int8(x, 128, False, lanes.TOKENS, centred=c)
+            a = _int8_rows(x, 128, False, lanes.TOKENS, c, shared)
             return _gemm(lanes.gemm_q8_0_int8, (*gemm._arrays(a, False), rows, c, F16_TO_F32), rows.shape[0],
                          x.shape[0])
-        a = gemm.prepare_rows_int8(x, 128, wide, centred=c)
+        a = _int8_rows(x, 128, wide, gemm.TOKENS, c, shared)
         return _gemm(gemm.gemm_q8_0_int8, (*gemm._arrays(a, wide), rows, wide, gemm_pairs(), c, F16_TO_F32),
                      rows.shape[0], x.shape[0])
     if x.shape[0] > 1:
