@@ -19,6 +19,7 @@ from mistral_np.checkpoints.fetch import fetch_smollm2
 from mistral_np.generation.fused import fused_decoder
 from mistral_np.generation.loop import decode_params
 from mistral_np.model.forward import hidden_states
+from mistral_np.model.gqa import attention_probs, mix_values
 from mistral_np.model.kv_cache import KVCache
 from mistral_np.model.params import map_weights
 from mistral_np.quant import QuantTensor, quantize
@@ -84,6 +85,37 @@ def test_int8_activations_are_as_close_to_float64_as_the_readable_int8_path(mode
     dist = np.abs(readable - truth).max()
     assert np.abs(fused - truth).max() <= 2 * dist, (np.abs(fused - truth).max(), dist)
     assert not np.allclose(fused, run(model, ids, "float", fused=True)[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("slots, dh, g, window", [(1, 24, 1, -1), (6, 24, 2, 6), (7, 20, 3, -1), (11, 64, 3, 5),
+                                                  (13, 64, 1, -1), (16, 8, 2, 9)])
+def test_the_steps_attention_reads_only_what_the_query_sees(slots, dh, g, window):
+    """The compiled step's attention of one query over a rolling cache (its scores four slots at a time, then the
+    last slots one by one): within the readable float32 path's own distance from float64 (model/gqa.py over the
+    visible keys only), while the slots the query cannot see, an empty one and those past the window, hold NaN
+    and inf that must not reach the output."""
+    from mistral_np.generation.fused import _attend_group
+    rng = np.random.default_rng(slots * 100 + dh)
+    n_kv, p = 2, slots + 3                                    # the query at position p; slot s holds pos % slots
+    kc = rng.standard_normal((slots, n_kv, dh)).astype(np.float32)
+    vc = rng.standard_normal((slots, n_kv, dh)).astype(np.float32)
+    q = rng.standard_normal(n_kv * g * dh).astype(np.float32)
+    slot_pos = np.full(slots, -1, dtype=np.int64)
+    for pos in range(p - slots + 1, p + 1):
+        slot_pos[pos % slots] = pos
+    if slots > 2:
+        slot_pos[(p - 1) % slots] = -1                        # an empty slot among the others
+    seen = (slot_pos >= 0) & ((window <= 0) | (p - slot_pos < window))
+    kc[~seen], vc[~seen] = np.nan, np.inf
+    out = np.full(n_kv * g * dh, np.nan, dtype=np.float32)
+    for kv in range(n_kv):
+        _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out)
+    args = (q.reshape(1, n_kv * g, dh), kc[seen], np.array([p]), slot_pos[seen], window if window > 0 else None)
+    readable = mix_values(attention_probs(*args), vc[seen]).reshape(-1)
+    truth = mix_values(attention_probs(args[0].astype(np.float64), args[1].astype(np.float64), *args[2:]),
+                       vc[seen].astype(np.float64)).reshape(-1)
+    assert np.all(np.isfinite(out))
+    assert np.abs(out - truth).max() <= f32_bound(readable, truth), (np.abs(out - truth).max(), f32_bound(readable, truth))
 
 
 def test_generation_uses_it_and_gives_the_same_tokens(models):
