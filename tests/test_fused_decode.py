@@ -115,7 +115,8 @@ def test_the_steps_attention_reads_only_what_the_query_sees(slots, dh, g, window
     truth = mix_values(attention_probs(args[0].astype(np.float64), args[1].astype(np.float64), *args[2:]),
                        vc[seen].astype(np.float64)).reshape(-1)
     assert np.all(np.isfinite(out))
-    assert np.abs(out - truth).max() <= f32_bound(readable, truth), (np.abs(out - truth).max(), f32_bound(readable, truth))
+    err, bound = np.abs(out - truth).max(), f32_bound(readable, truth)
+    assert err <= bound, (err, bound)
 
 
 def test_generation_uses_it_and_gives_the_same_tokens(models):

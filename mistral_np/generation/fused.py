@@ -217,9 +217,10 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
     lanes summed), four slots' scores side by side (four independent chains of fmas where one slot at a time
     waited on each fma's latency: 30 SmolLM2 layers at 576 positions, 7-31 % faster, 4.4-4.6 against 5.0-6.7 ms,
     the same bits; docs/performance.md, 2026-12-04), then the slots the query cannot see set to -inf. The
-    softmax is in float32 with the largest score subtracted, and the values are accumulated slot by slot, each output lane w_0 v_0 + w_1 v_1 + ... in slot order (a multiply, then an add:
-    model/gqa.py's sums, in order): per head, 32 lanes at a time in 4 registers over all the slots (then 8 at a
-    time, then one by one for dh mod 8). Accumulating in the output row itself, a load and a store per lane and
+    softmax is in float32 with the largest score subtracted, and the values are accumulated slot by slot, each
+    output lane w_0 v_0 + w_1 v_1 + ... in slot order (a multiply, then an add: model/gqa.py's sums, in order):
+    per head, 32 lanes at a time in 4 registers over all the slots (then 8 at a time, then one by one for
+    dh mod 8). Accumulating in the output row itself, a load and a store per lane and
     slot, took 2.7x as long at dh = 64 (25 against 9 ns per head and slot, 600 slots; dh = 128: 50 against 27)."""
     slots = min(slot_pos.shape[0], p + 1)  # position q lives in slot q % slots: slots past p hold nothing visible
     scale = np.float32(1.0 / math.sqrt(dh))
