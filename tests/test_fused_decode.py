@@ -91,9 +91,9 @@ def test_int8_activations_are_as_close_to_float64_as_the_readable_int8_path(mode
                                                   (13, 64, 1, -1), (16, 8, 2, 9)])
 def test_the_steps_attention_reads_only_what_the_query_sees(slots, dh, g, window):
     """The compiled step's attention of one query over a rolling cache (its scores four slots at a time, then the
-    last slots one by one): within the readable float32 path's own distance from float64 (model/gqa.py over the
-    visible keys only), while the slots the query cannot see, an empty one and those past the window, hold NaN
-    and inf that must not reach the output."""
+    last slots one by one), its query heads together or one at a time (the same bits): within the readable
+    float32 path's own distance from float64 (model/gqa.py over the visible keys only), while the slots the
+    query cannot see, an empty one and those past the window, hold NaN and inf that must not reach the output."""
     from mistral_np.generation.fused import _attend_group
     rng = np.random.default_rng(slots * 100 + dh)
     n_kv, p = 2, slots + 3                                    # the query at position p; slot s holds pos % slots
@@ -109,7 +109,11 @@ def test_the_steps_attention_reads_only_what_the_query_sees(slots, dh, g, window
     kc[~seen], vc[~seen] = np.nan, np.inf
     out = np.full(n_kv * g * dh, np.nan, dtype=np.float32)
     for kv in range(n_kv):
-        _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out)
+        _attend_group(q, kc, vc, slot_pos, p, window, kv, kv * g, g, dh, out)
+    one = np.full_like(out, np.nan)                           # one query head at a time: the same bits
+    for h in range(n_kv * g):
+        _attend_group(q, kc, vc, slot_pos, p, window, h // g, h, 1, dh, one)
+    np.testing.assert_array_equal(one, out)
     args = (q.reshape(1, n_kv * g, dh), kc[seen], np.array([p]), slot_pos[seen], window if window > 0 else None)
     readable = mix_values(attention_probs(*args), vc[seen]).reshape(-1)
     truth = mix_values(attention_probs(args[0].astype(np.float64), args[1].astype(np.float64), *args[2:]),
@@ -117,6 +121,22 @@ def test_the_steps_attention_reads_only_what_the_query_sees(slots, dh, g, window
     assert np.all(np.isfinite(out))
     err, bound = np.abs(out - truth).max(), f32_bound(readable, truth)
     assert err <= bound, (err, bound)
+
+
+def test_the_attentions_work_items_do_not_change_the_bits(models):
+    """Query heads as work items (what long caches take, PER_HEAD_SLOTS) against KV heads as work items: the same
+    hidden states, bit for bit, over a wrapping cache."""
+    model, ids, _ = models
+    out = {}
+    for per_head in (0, 1 << 30):
+        cfg = model.config
+        cache = KVCache(cfg, max_len=len(ids), dtype=np.float32)
+        weights = decode_params(model.params, "float")
+        hidden_states(weights, cfg, ids[:PROMPT], dtype=np.float32, cache=cache)
+        dec = fused_decoder(weights, cfg, "float")
+        dec.per_head_slots = per_head
+        out[per_head] = np.concatenate([dec.hidden_state(weights, np.array([t]), cache) for t in ids[PROMPT:]])
+    np.testing.assert_array_equal(out[0], out[1 << 30])
 
 
 def test_generation_uses_it_and_gives_the_same_tokens(models):

@@ -95,6 +95,7 @@ class FusedDecoder:
     def __init__(self, layers: tuple, cfg, activations: str):
         self.layers, self.cfg, self.int8 = layers, cfg, activations == "int8"
         self.window = -1 if cfg.sliding_window is None else int(cfg.sliding_window)
+        self.per_head_slots = PER_HEAD_SLOTS  # _attention's switch to one query head a work item (same bits)
 
     def hidden_state(self, params, ids: np.ndarray, cache) -> np.ndarray:
         """``model.forward.hidden_states`` for one token id (1,) over ``cache``: embedding, the layers, the
@@ -131,7 +132,8 @@ class FusedDecoder:
             out = _decode_layers(np.ascontiguousarray(x, dtype=np.float32), self.layers, tuple(c.k for c in padded),
                                  tuple(c.v for c in padded), tuple(c.slot_pos for c in padded), ps, cos, sin,
                                  np.float32(cfg.rms_norm_eps), cfg.num_attention_heads, cfg.num_key_value_heads,
-                                 cfg.head_dim, self.window, self.int8, F16_TO_F32)
+                                 cfg.head_dim, self.window, self.int8, F16_TO_F32, self.per_head_slots,
+                                 numba.get_num_threads())
         finally:
             numba.set_parallel_chunksize(chunk)
         for c, p in zip(caches, ps):
@@ -210,8 +212,9 @@ def _rope(x, n_heads, dh, cos, sin):
 
 
 @njit(cache=True)
-def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
-    """The g query heads of KV head kv: out_h (dh,) = softmax(q_h K^T / sqrt(dh)) V over the visible slots.
+def _attend_group(q, kc, vc, slot_pos, p, window, kv, h0, g, dh, out):
+    """Query heads h0..h0+g-1, all of KV head kv: out_h (dh,) = softmax(q_h K^T / sqrt(dh)) V over the visible
+    slots. (A head's arithmetic does not depend on which others are computed with it.)
 
     Each key is loaded once for the g heads; a score is a dot product of 8 float32 lanes (dh/8 fmas, then the
     lanes summed), four slots' scores side by side (four independent chains of fmas where one slot at a time
@@ -232,7 +235,7 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
         b0 = s * kstride + kv * dh
         b1, b2, b3 = b0 + kstride, b0 + 2 * kstride, b0 + 3 * kstride
         for j in range(g):
-            o = (kv * g + j) * dh
+            o = (h0 + j) * dh
             a0, a1, a2, a3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
             for i in range(0, vec, 8):
                 qv = load_f32x8(q, o + i)
@@ -251,7 +254,7 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
     for s in range(s4, slots):                            # the last slots one at a time, the same arithmetic
         b0 = s * kstride + kv * dh
         for j in range(g):
-            o = (kv * g + j) * dh
+            o = (h0 + j) * dh
             acc = zero_f32x8()
             for i in range(0, vec, 8):
                 acc = fma_f32x8(load_f32x8(q, o + i), load_f32x8(kf, b0 + i), acc)
@@ -269,7 +272,7 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
             scores[j, s] /= totals[j]
     vf, stride = vc.reshape(-1), vc.shape[1] * dh           # slot s, KV head kv, lane i at s * stride + kv * dh + i
     for j in range(g):
-        o, i0 = (kv * g + j) * dh, 0
+        o, i0 = (h0 + j) * dh, 0
         while i0 + 32 <= vec:
             a0, a1, a2, a3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
             for s in range(slots):
@@ -300,19 +303,37 @@ def _attend_group(q, kc, vc, slot_pos, p, window, kv, g, dh, out):
             out[o + i] = t
 
 
+PER_HEAD_SLOTS = 256  # from this many slots, too few (row, KV head) items go one query head an item (_attention)
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, out):
+def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, out, per_head_slots, threads):
     """Attention of every row over its own cache (layer li): row b's query q[b] at position ps[b] -> out[b].
-    The (row, KV head) pairs run in parallel; each writes its own heads, with the same arithmetic however the
-    pairs are split."""
+    The (row, KV head) pairs run in parallel, or, when they are fewer than 4 a thread and some row sees at least
+    ``per_head_slots`` slots (PER_HEAD_SLOTS), the (row, query head) pairs: SmolLM2's 3 KV heads are 3 items for
+    2 threads, one of which then did two; as 9 items, 30 layers at 576 positions took 3.41 against 4.00 ms, at
+    1000 5.98 against 7.19, at 320 1.84 against 2.17, but at 192 1.03 against 0.86 and at 128 0.64 against 0.48
+    (each query head reads its KV head's keys again; medians of 15, AMD Zen 2, docs/performance.md). Each item
+    writes its own heads, with the same arithmetic however the pairs are split (the threshold changes no bit)."""
     n_rows, g = q.shape[0], n_heads // n_kv
-    for t in prange(n_rows * n_kv):
-        b, kv = t // n_kv, t % n_kv
-        _attend_group(q[b], k_caches[b][li], v_caches[b][li], slot_pos[b][li], ps[b], window, kv, g, dh, out[b])
+    longest = 0
+    for b in range(n_rows):
+        longest = max(longest, min(slot_pos[b].shape[1], ps[b] + 1))
+    if n_rows * n_kv < 4 * threads and longest >= per_head_slots:
+        for t in prange(n_rows * n_heads):
+            b, h = t // n_heads, t % n_heads
+            _attend_group(q[b], k_caches[b][li], v_caches[b][li], slot_pos[b][li], ps[b], window, h // g, h, 1, dh,
+                          out[b])
+    else:
+        for t in prange(n_rows * n_kv):
+            b, kv = t // n_kv, t % n_kv
+            _attend_group(q[b], k_caches[b][li], v_caches[b][li], slot_pos[b][li], ps[b], window, kv, kv * g, g, dh,
+                          out[b])
 
 
 @njit(cache=True, nogil=True)  # the GIL is free while the step runs (a server's event loop keeps going)
-def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut):
+def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut,
+                   per_head_slots, threads):
     """Every layer for B tokens, row b at position ps[b] over its own cache (k_caches[b], v_caches[b],
     slot_pos[b]: tuples of MAX_ROWS arrays, the first B used), updating the caches in place.  x (B, D) -> (B, D)
 
@@ -344,7 +365,7 @@ def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n
                     kc[li, slot, h, i] = k[b, h * dh + i]
                     vc[li, slot, h, i] = v[b, h * dh + i]
             sp[li, slot] = p
-        _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, att)
+        _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, att, per_head_slots, threads)
         _matvecs(att, (wo,), (o,), int8, lut)
         x += o
         for b in range(n_rows):
