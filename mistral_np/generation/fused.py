@@ -97,6 +97,13 @@ class FusedDecoder:
         self.window = -1 if cfg.sliding_window is None else int(cfg.sliding_window)
         self.per_head_slots = PER_HEAD_SLOTS  # _attention's switch to one query head a work item (same bits)
 
+    def per_head(self, caches: list, ps: np.ndarray) -> bool:
+        """Whether the step's attention takes one query head a work item (_attention): when the (row, KV head)
+        items are fewer than 4 a thread and some row sees at least ``per_head_slots`` slots."""
+        longest = max(min(c.slots, int(p) + 1) for c, p in zip(caches, ps))
+        return (len(caches) * self.cfg.num_key_value_heads < 4 * numba.get_num_threads()
+                and longest >= self.per_head_slots)
+
     def hidden_state(self, params, ids: np.ndarray, cache) -> np.ndarray:
         """``model.forward.hidden_states`` for one token id (1,) over ``cache``: embedding, the layers, the
         final norm.  -> (1, D)"""
@@ -132,8 +139,7 @@ class FusedDecoder:
             out = _decode_layers(np.ascontiguousarray(x, dtype=np.float32), self.layers, tuple(c.k for c in padded),
                                  tuple(c.v for c in padded), tuple(c.slot_pos for c in padded), ps, cos, sin,
                                  np.float32(cfg.rms_norm_eps), cfg.num_attention_heads, cfg.num_key_value_heads,
-                                 cfg.head_dim, self.window, self.int8, F16_TO_F32, self.per_head_slots,
-                                 numba.get_num_threads())
+                                 cfg.head_dim, self.window, self.int8, F16_TO_F32, self.per_head(caches, ps))
         finally:
             numba.set_parallel_chunksize(chunk)
         for c, p in zip(caches, ps):
@@ -307,19 +313,16 @@ PER_HEAD_SLOTS = 256  # from this many slots, too few (row, KV head) items go on
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, out, per_head_slots, threads):
+def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, out, per_head):
     """Attention of every row over its own cache (layer li): row b's query q[b] at position ps[b] -> out[b].
-    The (row, KV head) pairs run in parallel, or, when they are fewer than 4 a thread and some row sees at least
-    ``per_head_slots`` slots (PER_HEAD_SLOTS), the (row, query head) pairs: SmolLM2's 3 KV heads are 3 items for
+    The (row, KV head) pairs run in parallel, or, with ``per_head`` (FusedDecoder.per_head: when they are fewer
+    than 4 a thread and some row sees at least PER_HEAD_SLOTS slots), the (row, query head) pairs: SmolLM2's 3 KV heads are 3 items for
     2 threads, one of which then did two; as 9 items, 30 layers at 576 positions took 3.41 against 4.00 ms, at
     1000 5.98 against 7.19, at 320 1.84 against 2.17, but at 192 1.03 against 0.86 and at 128 0.64 against 0.48
     (each query head reads its KV head's keys again; medians of 15, AMD Zen 2, docs/performance.md). Each item
     writes its own heads, with the same arithmetic however the pairs are split (the threshold changes no bit)."""
     n_rows, g = q.shape[0], n_heads // n_kv
-    longest = 0
-    for b in range(n_rows):
-        longest = max(longest, min(slot_pos[b].shape[1], ps[b] + 1))
-    if n_rows * n_kv < 4 * threads and longest >= per_head_slots:
+    if per_head:
         for t in prange(n_rows * n_heads):
             b, h = t // n_heads, t % n_heads
             _attend_group(q[b], k_caches[b][li], v_caches[b][li], slot_pos[b][li], ps[b], window, h // g, h, 1, dh,
@@ -333,7 +336,7 @@ def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, d
 
 @njit(cache=True, nogil=True)  # the GIL is free while the step runs (a server's event loop keeps going)
 def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n_heads, n_kv, dh, window, int8, lut,
-                   per_head_slots, threads):
+                   per_head):
     """Every layer for B tokens, row b at position ps[b] over its own cache (k_caches[b], v_caches[b],
     slot_pos[b]: tuples of MAX_ROWS arrays, the first B used), updating the caches in place.  x (B, D) -> (B, D)
 
@@ -365,7 +368,7 @@ def _decode_layers(x, layers, k_caches, v_caches, slot_pos, ps, cos, sin, eps, n
                     kc[li, slot, h, i] = k[b, h * dh + i]
                     vc[li, slot, h, i] = v[b, h * dh + i]
             sp[li, slot] = p
-        _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, att, per_head_slots, threads)
+        _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, att, per_head)
         _matvecs(att, (wo,), (o,), int8, lut)
         x += o
         for b in range(n_rows):

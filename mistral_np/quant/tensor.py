@@ -113,9 +113,10 @@ class QuantTensor:
         """
         raise NotImplementedError
 
-    def matmul_shared(self, x: np.ndarray, shared: dict, activations: str = "float") -> np.ndarray:
-        """``matmul(x, activations)``, the same bits; int8 activations prepared from x are taken from, or left in,
-        ``shared`` (a dict for one x: ops.linears), so that weights reading x alike prepare it once."""
+    def matmul_shared(self, x: np.ndarray, shared: dict | None, activations: str = "float") -> np.ndarray:
+        """``matmul(x, activations)`` (which is this with ``shared=None``); int8 activations prepared from x are
+        taken from, or left in, ``shared`` (a dict for one x: ops.linears), so that weights reading x alike prepare
+        it once."""
         raise NotImplementedError
 
     def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
@@ -162,9 +163,9 @@ class _NibbleTensor(QuantTensor):
         return self._packed if self._packed is not None else layout.unrepack(self._layout)
 
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
-        return kernels.matmul_nibbles(x, self.prepare()._layout, check_activations_mode(activations))
+        return self.matmul_shared(x, None, activations)
 
-    def matmul_shared(self, x: np.ndarray, shared: dict, activations: str = "float") -> np.ndarray:
+    def matmul_shared(self, x: np.ndarray, shared: dict | None, activations: str = "float") -> np.ndarray:
         return kernels.matmul_nibbles(x, self.prepare()._layout, check_activations_mode(activations), shared)
 
     def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
@@ -197,9 +198,9 @@ class Q8_0Tensor(QuantTensor):
     qtype, block_bytes = "Q8_0", Q8_0_BYTES
 
     def matmul(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
-        return kernels.matmul_q8_0_blocks(x, self._packed, check_activations_mode(activations))
+        return self.matmul_shared(x, None, activations)
 
-    def matmul_shared(self, x: np.ndarray, shared: dict, activations: str = "float") -> np.ndarray:
+    def matmul_shared(self, x: np.ndarray, shared: dict | None, activations: str = "float") -> np.ndarray:
         return kernels.matmul_q8_0_blocks(x, self._packed, check_activations_mode(activations), shared)
 
     def matvecs(self, x: np.ndarray, activations: str = "float") -> np.ndarray:
