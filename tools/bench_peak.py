@@ -1,6 +1,6 @@
 """The machine's arithmetic limits, measured: products per second of the instruction sequences the kernels use.
 
-    python -m tools.bench_peak [--threads 2] [--seconds 0.5]
+    python -m tools.bench_peak [--threads 1 2] [--seconds 0.5]
 
 docs/performance.md reports a missed speed target against what the machine can do. ``tools.bench bandwidth``
 measures the memory side; this measures the arithmetic side, for each way a kernel here multiplies:
@@ -9,12 +9,14 @@ measures the memory side; this measures the arithmetic side, for each way a kern
     int8 pairs         32 byte products as ``vpmaddubsw`` + ``vpmaddwd`` (AVX2) or one ``vpdpbusd`` (VNNI): what an
                        8-bit weight times an 8-bit activation costs when every pair sum must leave int16 at once
                        (Q8_0 weights, or 7-bit activations; simd.py:dpbusd)
-    int8 sign trick    the same with ``vpsignb`` first (signed times signed bytes, llama.cpp's AVX2 Q8_0 dot)
+    int8 sign trick    the same with the weight's sign flipped where the activation's is negative first (signed
+                       times signed bytes, llama.cpp's AVX2 Q8_0 dot; ``vpsignb``, or the xor and subtract
+                       LLVM makes of it here, where the activation's sign mask stays in a register)
     int8 nibbles       8 ``vpmaddubsw`` summed in int16 lanes, then one ``vpmaddwd``: 4-bit weights
                        (simd.py:dot8_nibbles), 256 products for 9 multiplying instructions on AVX2
     int8 bytes split   an 8-bit weight split into nibbles (simd.py:dot8_bytes): twice the nibbles' work
 
-Each kernel runs 8 independent accumulators over operands loaded from a 2 KiB buffer (in L1, as a kernel's
+Each kernel runs 8 independent accumulators (the dot8 ones 4, each summing 8 vector pairs) over operands loaded from a 2 KiB buffer (in L1, as a kernel's
 weight tile would be) against one register-held activation vector, so neither latency nor memory sets the
 pace: only how many of these instructions the core issues a cycle. One thread a core (``--threads``), each
 running the kernel for the same number of iterations; best of 5. These are ceilings: a real kernel also
