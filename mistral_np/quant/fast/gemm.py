@@ -36,7 +36,9 @@ item's weights stay in L2. Variants measured (docs/quantization.md, "int8 activa
 tokens (no faster), accumulators starting at -offset sum xq instead of a
 subtraction per group (10 % faster, kept), one call per chunk and 4 tokens over all the item's rows, on
 flat arrays and offsets, instead of a call per row on row views (+35 % on 4096-wide rows, 1 thread; +55 %
-with 2 threads, whose atomic reference counts on the shared weight's views bounced between the cores).
+with 2 threads, whose atomic reference counts on the shared weight's views bounced between the cores), and
+the 4 tokens' groups copied side by side for the 256-bit nibble kernels (_side_by_side: one pointer instead
+of 12, +20-28 % on AMD Zen 2's 7B shapes).
 
     x (T, in) float32 --prepare_rows_int8--> Activations: xr (T4, G*256) int8 in the kernel's order, and
         per block: nsxo = -offset * sum xq (int32), dx, dxs = dx * sum xq (float32), (T4, G*8) each,
@@ -294,60 +296,108 @@ def _store4(y, t0, r, y0, y1, y2, y3):
     y[t0 + 3, r] += y3
 
 
-@njit(cache=True)
-def _nibble_rows_1x4(w, xs, ss, es, ms, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
-    """The 256-bit micro-kernel, for rows lo..hi in turn: y[t0:t0+4, r] += row r times tokens t0..t0+3
-    over groups c0..c1-1, then the padded tail group if ``tail``. Registers: 8 nibble vectors, 4
-    accumulators. w = (qs, d, m, qt, dt, mt) flat, out_dim rows of nb blocks (groups c0..c1 within one of the
-    layout's column tiles, layout.py: row r's piece at tile_base); xs, ss, es, ms: the 4
-    tokens' activation rows. One call per chunk and 4 tokens, flat arrays and offsets: a call per row
-    passed ~150 words of array structs (105 ns a call, more than the work on SmolLM2's 576-wide rows), and
-    a view per row took an atomic reference count on the weight's memory, bounced between the two cores."""
-    for r in range(lo, hi):
-        so = tile_base(r, c0 * V, out_dim, nb)
-        _nibble_row_1x4(w, xs, ss, es, ms, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y, t0, r)
+@njit(cache=True, inline="always")
+def _side_by_side(xr, ss, es, ms, has_m, t0, c0, c2, xp, sp, ep, mp):
+    """Tokens t0..t0+3's groups c0..c2-1 copied side by side for the 256-bit nibble kernels: group c - c0 = g of
+    token j at xp[(4 g + j) * 256:], its -offset sum xq, dx (dx sum xq) at sp, ep (mp)[(4 g + j) * 8:].
+
+    The kernels then read the 4 tokens through one pointer an array at constant offsets. Through the 4 rows of
+    xr, ss, es (ms), 12 pointers, more than the registers left, the compiled loop reloaded 7 of them from the
+    stack every group (118 instructions a group, 93 of them vector operations; 110 this way, none reloaded).
+    With the accumulators as 4 named variables (_nibble_row_1x4; as a 4-tuple the loop lost its reloads too but
+    ran at the old speed), the 7B shape's weights on AMD Zen 2, T = 100 and 256: 123-130 G products/s against
+    97-104 (1024 x 4096: 101-104 against 91-94), the same bits (docs/performance.md, seventeenth session; decode.py's 4-row pass reads its
+    rows side by side for the same reason). The copy, 22.5 KiB for a chunk of 4 tokens, is made once per work
+    item for all its rows."""
+    for c in range(c0, c2):
+        for j in range(TOKENS):
+            b = (c - c0) * TOKENS + j
+            xp[b * 256:(b + 1) * 256] = xr[t0 + j, c * 256:(c + 1) * 256]
+            sp[b * V:(b + 1) * V] = ss[t0 + j, c * V:(c + 1) * V]
+            ep[b * V:(b + 1) * V] = es[t0 + j, c * V:(c + 1) * V]
+            if has_m:
+                mp[b * V:(b + 1) * V] = ms[t0 + j, c * V:(c + 1) * V]
 
 
 @njit(cache=True, inline="always")
-def _nibble_row_1x4(w, xs, ss, es, ms, has_m, qo, so, to, tso, c0, c1, tail, y, t0, r):
-    """One row of _nibble_rows_1x4: its bytes start at qo, its scales at so, its tail group's at to, tso."""
-    qf, df, mf, qtf, dtf, mtf = w
-    acc = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
-    for c in range(c0, c1):
-        acc = _group(acc, _nibbles(qf, qo + c * 128), True, load_f16x8(df, so + c * V), xs, ss, es, c)
-        if has_m:
-            acc = _minimums(acc, load_f16x8(mf, so + c * V), ms, c)
-    if tail:  # the padded group after the last whole one (same arithmetic)
-        acc = _group(acc, _nibbles(qtf, to), True, load_f16x8(dtf, tso), xs, ss, es, c1)
-        if has_m:
-            acc = _minimums(acc, load_f16x8(mtf, tso), ms, c1)
-    _store4(y, t0, r, hsum_f32x8(acc[0]), hsum_f32x8(acc[1]), hsum_f32x8(acc[2]), hsum_f32x8(acc[3]))
+def _token_sbs(y, u, sc, xp, sp, ep, o, e):
+    """One token of a group, its activations side by side (_side_by_side): pieces at xp[o:], -offset sum xq and
+    dx at sp, ep[e:]; _token's arithmetic."""
+    acc = dot8_nibbles(load_i32x8(sp, e), u, _pieces(xp, o))
+    return fma_f32x8(cvt_i32x8(acc), mul_f32x8(sc, load_f32x8(ep, e)), y)
+
+
+@njit(cache=True, inline="always")
+def _minimums_sbs(y, mn, mp, g):
+    """_minimums for group g of a chunk side by side (the pairs' kernel)."""
+    e = g * TOKENS * V
+    return (fma_f32x8(mn, load_f32x8(mp, e), y[0]), fma_f32x8(mn, load_f32x8(mp, e + V), y[1]),
+            fma_f32x8(mn, load_f32x8(mp, e + 2 * V), y[2]), fma_f32x8(mn, load_f32x8(mp, e + 3 * V), y[3]))
 
 
 @njit(cache=True)
-def _token2(ya, yb, u, v, sa, sb, x, s, e, cx):
-    """_token for two weight rows (nibbles u, v; scales sa, sb) against one token: its pieces, -offset sum xq
-    and dx loaded once for both. ``dot8_nibbles_split``: the same exact int32 sums as ``dot8_nibbles`` (so the
-    same bits as _token), on 512-bit ``vpdpbusd`` where the CPU has AVX-512 VNNI."""
-    o = cx * V
-    p, n, dx = _pieces(x, cx * 256), load_i32x8(s, o), load_f32x8(e, o)
+def _nibble_rows_1x4(w, xp, sp, ep, mp, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
+    """The 256-bit micro-kernel, for rows lo..hi in turn: y[t0:t0+4, r] += row r times tokens t0..t0+3
+    over groups c0..c1-1, then the padded tail group if ``tail``. Registers: 8 nibble vectors, 4
+    accumulators. w = (qs, d, m, qt, dt, mt) flat, out_dim rows of nb blocks (groups c0..c1 within one of the
+    layout's column tiles, layout.py: row r's piece at tile_base); xp, sp, ep, mp: the 4 tokens' groups c0..c1
+    (and the tail group) side by side (_side_by_side). One call per chunk and 4 tokens, flat arrays and
+    offsets: a call per row passed ~150 words of array structs (105 ns a call, more than the work on SmolLM2's
+    576-wide rows), and a view per row took an atomic reference count on the weight's memory, bounced between
+    the two cores."""
+    for r in range(lo, hi):
+        so = tile_base(r, c0 * V, out_dim, nb)
+        _nibble_row_1x4(w, xp, sp, ep, mp, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y, t0, r)
+
+
+@njit(cache=True, inline="always")
+def _nibble_row_1x4(w, xp, sp, ep, mp, has_m, qo, so, to, tso, c0, c1, tail, y, t0, r):
+    """One row of _nibble_rows_1x4: its bytes start at qo, its scales at so, its tail group's at to, tso."""
+    qf, df, mf, qtf, dtf, mtf = w
+    y0, y1, y2, y3 = zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8()
+    for c in range(c0, c1 + tail):                     # then the padded group after the last whole one
+        if c < c1:
+            u, sc = _nibbles(qf, qo + c * 128), load_f16x8(df, so + c * V)
+        else:
+            u, sc = _nibbles(qtf, to), load_f16x8(dtf, tso)
+        o, e = (c - c0) * TOKENS * 256, (c - c0) * TOKENS * V
+        y0 = _token_sbs(y0, u, sc, xp, sp, ep, o, e)
+        y1 = _token_sbs(y1, u, sc, xp, sp, ep, o + 256, e + V)
+        y2 = _token_sbs(y2, u, sc, xp, sp, ep, o + 512, e + 2 * V)
+        y3 = _token_sbs(y3, u, sc, xp, sp, ep, o + 768, e + 3 * V)
+        if has_m:
+            mn = load_f16x8(mf, so + c * V) if c < c1 else load_f16x8(mtf, tso)
+            y0 = fma_f32x8(mn, load_f32x8(mp, e), y0)
+            y1 = fma_f32x8(mn, load_f32x8(mp, e + V), y1)
+            y2 = fma_f32x8(mn, load_f32x8(mp, e + 2 * V), y2)
+            y3 = fma_f32x8(mn, load_f32x8(mp, e + 3 * V), y3)
+    _store4(y, t0, r, hsum_f32x8(y0), hsum_f32x8(y1), hsum_f32x8(y2), hsum_f32x8(y3))
+
+
+@njit(cache=True)
+def _token2(ya, yb, u, v, sa, sb, xp, sp, ep, o, e):
+    """_token_sbs for two weight rows (nibbles u, v; scales sa, sb) against one token: its pieces, -offset sum
+    xq and dx loaded once for both. ``dot8_nibbles_split``: the same exact int32 sums as ``dot8_nibbles`` (so
+    the same bits as _token_sbs), on 512-bit ``vpdpbusd`` where the CPU has AVX-512 VNNI."""
+    p, n, dx = _pieces(xp, o), load_i32x8(sp, e), load_f32x8(ep, e)
     ya = fma_f32x8(cvt_i32x8(dot8_nibbles_split(n, u, p)), mul_f32x8(sa, dx), ya)
     yb = fma_f32x8(cvt_i32x8(dot8_nibbles_split(n, v, p)), mul_f32x8(sb, dx), yb)
     return ya, yb
 
 
 @njit(cache=True)
-def _group2(ya, yb, u, v, sa, sb, xs, ss, es, cx):
-    """_group for two weight rows: ya, yb their 4 tokens' accumulators."""
-    a0, b0 = _token2(ya[0], yb[0], u, v, sa, sb, xs[0], ss[0], es[0], cx)
-    a1, b1 = _token2(ya[1], yb[1], u, v, sa, sb, xs[1], ss[1], es[1], cx)
-    a2, b2 = _token2(ya[2], yb[2], u, v, sa, sb, xs[2], ss[2], es[2], cx)
-    a3, b3 = _token2(ya[3], yb[3], u, v, sa, sb, xs[3], ss[3], es[3], cx)
+def _group2(ya, yb, u, v, sa, sb, xp, sp, ep, g):
+    """_group_sbs for two weight rows: ya, yb their 4 tokens' accumulators."""
+    o, e = g * TOKENS * 256, g * TOKENS * V
+    a0, b0 = _token2(ya[0], yb[0], u, v, sa, sb, xp, sp, ep, o, e)
+    a1, b1 = _token2(ya[1], yb[1], u, v, sa, sb, xp, sp, ep, o + 256, e + V)
+    a2, b2 = _token2(ya[2], yb[2], u, v, sa, sb, xp, sp, ep, o + 512, e + 2 * V)
+    a3, b3 = _token2(ya[3], yb[3], u, v, sa, sb, xp, sp, ep, o + 768, e + 3 * V)
     return (a0, a1, a2, a3), (b0, b1, b2, b3)
 
 
 @njit(cache=True)
-def _nibble_rows_2x4(w, xs, ss, es, ms, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
+def _nibble_rows_2x4(w, xp, sp, ep, mp, has_m, out_dim, nb, lo, hi, c0, c1, tail, y, t0):
     """_nibble_rows_1x4 two weight rows at a time (an odd last row alone): each activation vector is loaded
     once for 2 rows, and the 8 integer dot products of a (row, token) pair run in short chains on 512 bits
     (``dot8_nibbles_split``). Chosen where the CPU has AVX-512 VNNI (kernels.gemm_pairs): 32 zmm registers
@@ -356,16 +406,16 @@ def _nibble_rows_2x4(w, xs, ss, es, ms, has_m, out_dim, nb, lo, hi, c0, c1, tail
     r = lo
     while r + 1 < hi:
         sa, sb = tile_base(r, c0 * V, out_dim, nb), tile_base(r + 1, c0 * V, out_dim, nb)
-        _nibble_pair_1x4(w, xs, ss, es, ms, has_m, sa * 16, (sb - sa) * 16, sa, sb - sa, (r - lo) * 128, (r - lo) * V,
-                         c0, c1, tail, y, t0, r)
+        _nibble_pair_1x4(w, xp, sp, ep, mp, has_m, sa * 16, (sb - sa) * 16, sa, sb - sa, (r - lo) * 128,
+                         (r - lo) * V, c0, c1, tail, y, t0, r)
         r += 2
     if r < hi:
         so = tile_base(r, c0 * V, out_dim, nb)
-        _nibble_row_1x4(w, xs, ss, es, ms, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y, t0, r)
+        _nibble_row_1x4(w, xp, sp, ep, mp, has_m, so * 16, so, (r - lo) * 128, (r - lo) * V, c0, c1, tail, y, t0, r)
 
 
 @njit(cache=True, inline="always")
-def _nibble_pair_1x4(w, xs, ss, es, ms, has_m, qo, qrow, so, nb, to, tso, c0, c1, tail, y, t0, r):
+def _nibble_pair_1x4(w, xp, sp, ep, mp, has_m, qo, qrow, so, nb, to, tso, c0, c1, tail, y, t0, r):
     """Rows r and r + 1 of _nibble_rows_2x4 (the second row's bytes qrow, its scales nb, its tail group 128
     bytes and V scales after the first's: in the layout's tiles, the distance between the two rows' pieces)."""
     qf, df, mf, qtf, dtf, mtf = w
@@ -373,16 +423,16 @@ def _nibble_pair_1x4(w, xs, ss, es, ms, has_m, qo, qrow, so, nb, to, tso, c0, c1
     yb = (zero_f32x8(), zero_f32x8(), zero_f32x8(), zero_f32x8())
     for c in range(c0, c1):
         ya, yb = _group2(ya, yb, _nibbles(qf, qo + c * 128), _nibbles(qf, qo + qrow + c * 128),
-                         load_f16x8(df, so + c * V), load_f16x8(df, so + nb + c * V), xs, ss, es, c)
+                         load_f16x8(df, so + c * V), load_f16x8(df, so + nb + c * V), xp, sp, ep, c - c0)
         if has_m:
-            ya = _minimums(ya, load_f16x8(mf, so + c * V), ms, c)
-            yb = _minimums(yb, load_f16x8(mf, so + nb + c * V), ms, c)
+            ya = _minimums_sbs(ya, load_f16x8(mf, so + c * V), mp, c - c0)
+            yb = _minimums_sbs(yb, load_f16x8(mf, so + nb + c * V), mp, c - c0)
     if tail:
         ya, yb = _group2(ya, yb, _nibbles(qtf, to), _nibbles(qtf, to + 128), load_f16x8(dtf, tso),
-                         load_f16x8(dtf, tso + V), xs, ss, es, c1)
+                         load_f16x8(dtf, tso + V), xp, sp, ep, c1 - c0)
         if has_m:
-            ya = _minimums(ya, load_f16x8(mtf, tso), ms, c1)
-            yb = _minimums(yb, load_f16x8(mtf, tso + V), ms, c1)
+            ya = _minimums_sbs(ya, load_f16x8(mtf, tso), mp, c1 - c0)
+            yb = _minimums_sbs(yb, load_f16x8(mtf, tso + V), mp, c1 - c0)
     _store4(y, t0, r, hsum_f32x8(ya[0]), hsum_f32x8(ya[1]), hsum_f32x8(ya[2]), hsum_f32x8(ya[3]))
     _store4(y, t0, r + 1, hsum_f32x8(yb[0]), hsum_f32x8(yb[1]), hsum_f32x8(yb[2]), hsum_f32x8(yb[3]))
 
@@ -456,17 +506,23 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, pairs, n_groups):
         if tail:
             _tail_groups(qs, d, m, has_m, lo, hi, qt, dt, mt)
         w = (qs.reshape(-1), d.reshape(-1), m.reshape(-1), qt.reshape(-1), dt.reshape(-1), mt.reshape(-1))
+        side = 0 if wide else (GROUPS_PER_CHUNK + 1) * TOKENS   # a chunk's groups and the tail, 4 tokens each
+        xp = np.empty(side * 256, dtype=np.int8)
+        sp = np.empty(side * V, dtype=np.int32)
+        ep, mp = np.empty(side * V, dtype=np.float32), np.empty(side * V, dtype=np.float32)
         for c0 in range(0, max(nv, 1), GROUPS_PER_CHUNK):
             c1 = min(nv, c0 + GROUPS_PER_CHUNK)
             last = tail if c1 == nv else 0
             for t0 in range(0, t4, TOKENS):
-                xs4, ss4, es4, ms4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0), _rows4(ms, t0)
                 if wide:
+                    xs4, ss4, es4, ms4 = _rows4(xr, t0), _rows4(ss, t0), _rows4(es, t0), _rows4(ms, t0)
                     _nibble_rows_wide_1x4(w, xs4, ss4, es4, ms4, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
-                elif pairs:
-                    _nibble_rows_2x4(w, xs4, ss4, es4, ms4, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
+                    continue
+                _side_by_side(xr, ss, es, ms, has_m, t0, c0, c1 + last, xp, sp, ep, mp)
+                if pairs:
+                    _nibble_rows_2x4(w, xp, sp, ep, mp, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
                 else:
-                    _nibble_rows_1x4(w, xs4, ss4, es4, ms4, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
+                    _nibble_rows_1x4(w, xp, sp, ep, mp, has_m, out_dim, nb, lo, hi, c0, c1, last, y, t0)
     return y
 
 
