@@ -46,7 +46,7 @@ from .simd import (add_i32x8, bcast_f32x8, bcast_i8x32, bcast_i32x8, cvt_i32x8, 
                    load_i8x32, mul_f32x8, store_f32x8, x16_i32x8, zero_f32x8, zero_i32x8)
 
 LANES = 8  # weight rows per tile: one int32 lane each
-TOKENS = 8  # tokens per pass over a tile chunk; prompts are padded with zero rows to a multiple of 8
+TOKENS = 4  # tokens per pass over a tile chunk; prompts are padded with zero rows to a multiple of 4
 CHUNK_BLOCKS = 64  # blocks per chunk: 64 * 256 bytes = 16 KiB of nibble tile (Q8_0: 32 KiB), in L1 or L2
 LOW = np.uint32(0x0F0F0F0F)
 
@@ -112,7 +112,7 @@ def _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt, mt, centred):
                 mt[(b - b0) * LANES + i] = dt[(b - b0) * LANES + i] * np.float32(q8_0_block_sum(row, src + 2))
 
 
-# ---------------------------------------------------------------- one block, 8 rows, 8 tokens
+# ---------------------------------------------------------------- one block, 8 rows, 4 tokens
 
 
 @njit(cache=True)
@@ -138,15 +138,18 @@ def _token(y, lo, hi, nibbles, d8, xf, xo, nsf, dxf, so):
 
 @njit(cache=True)
 def _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0, t0, first):
-    """y[t0:t0+8, r0:r0+8] (+)= the tile's blocks b0..b1 times tokens t0..t0+7 (from 0 if ``first``, else
-    continuing the stored partial sums). Q4_1 adds m * dx sum xq after each block's product."""
+    """y[t0:t0+4, r0:r0+8] (+)= the tile's blocks b0..b1 times tokens t0..t0+3 (from 0 if ``first``, else
+    continuing the stored partial sums). Q4_1 adds m * dx sum xq after each block's product.
+
+    Four tokens a pass: a block's 8 tile vectors and 4 accumulators leave room in the 16 registers for the
+    broadcasts; with 8 tokens (8 accumulators) 190 of the compiled loop's 616 instructions went to the stack
+    (vectors spilled and reloaded). The same bits (each (row, token) sums its blocks in the same order); on AMD
+    Zen 2, SmolLM2's Q4_1 shapes at T = 512: 5-15 % faster (docs/performance.md, seventeenth session)."""
     if first:
-        y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = zero_f32x8()
+        y0 = y1 = y2 = y3 = zero_f32x8()
     else:
         y0, y1 = load_f32x8(yf, t0 * ystride + r0), load_f32x8(yf, (t0 + 1) * ystride + r0)
         y2, y3 = load_f32x8(yf, (t0 + 2) * ystride + r0), load_f32x8(yf, (t0 + 3) * ystride + r0)
-        y4, y5 = load_f32x8(yf, (t0 + 4) * ystride + r0), load_f32x8(yf, (t0 + 5) * ystride + r0)
-        y6, y7 = load_f32x8(yf, (t0 + 6) * ystride + r0), load_f32x8(yf, (t0 + 7) * ystride + r0)
     bbytes = 256 if nibbles else 512
     for b in range(b0, b1):
         lb = b - b0
@@ -159,28 +162,16 @@ def _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, s
         y1 = _token(y1, lo, hi, nibbles, d8, xf, xo + xrow, nsf, dxf, s0 + srow)
         y2 = _token(y2, lo, hi, nibbles, d8, xf, xo + 2 * xrow, nsf, dxf, s0 + 2 * srow)
         y3 = _token(y3, lo, hi, nibbles, d8, xf, xo + 3 * xrow, nsf, dxf, s0 + 3 * srow)
-        y4 = _token(y4, lo, hi, nibbles, d8, xf, xo + 4 * xrow, nsf, dxf, s0 + 4 * srow)
-        y5 = _token(y5, lo, hi, nibbles, d8, xf, xo + 5 * xrow, nsf, dxf, s0 + 5 * srow)
-        y6 = _token(y6, lo, hi, nibbles, d8, xf, xo + 6 * xrow, nsf, dxf, s0 + 6 * srow)
-        y7 = _token(y7, lo, hi, nibbles, d8, xf, xo + 7 * xrow, nsf, dxf, s0 + 7 * srow)
         if has_m:
             m8 = load_f32x8(mt, lb * LANES)
             y0 = fma_f32x8(m8, bcast_f32x8(dxsf, s0), y0)
             y1 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + srow), y1)
             y2 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + 2 * srow), y2)
             y3 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + 3 * srow), y3)
-            y4 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + 4 * srow), y4)
-            y5 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + 5 * srow), y5)
-            y6 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + 6 * srow), y6)
-            y7 = fma_f32x8(m8, bcast_f32x8(dxsf, s0 + 7 * srow), y7)
     store_f32x8(yf, t0 * ystride + r0, y0)
     store_f32x8(yf, (t0 + 1) * ystride + r0, y1)
     store_f32x8(yf, (t0 + 2) * ystride + r0, y2)
     store_f32x8(yf, (t0 + 3) * ystride + r0, y3)
-    store_f32x8(yf, (t0 + 4) * ystride + r0, y4)
-    store_f32x8(yf, (t0 + 5) * ystride + r0, y5)
-    store_f32x8(yf, (t0 + 6) * ystride + r0, y6)
-    store_f32x8(yf, (t0 + 7) * ystride + r0, y7)
 
 
 # ---------------------------------------------------------------- the GEMMs
@@ -188,9 +179,9 @@ def _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, s
 
 @njit(parallel=True, cache=True, nogil=True)
 def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
-    """y (T8, out rounded up to 8) for a nibble weight (qs32, d, m; ``nibbles``) or Q8_0 bytes (``blocks``); the
+    """y (T4, out rounded up to 8) for a nibble weight (qs32, d, m; ``nibbles``) or Q8_0 bytes (``blocks``); the
     activations prepared with tokens=TOKENS."""
-    t8 = xr.shape[0]
+    t4 = xr.shape[0]
     if nibbles:
         out_dim, nb = d.shape
     else:
@@ -198,7 +189,7 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
     nv8 = nb // V * V
     ntiles = (out_dim + LANES - 1) // LANES
     ystride = ntiles * LANES
-    y = np.empty((t8, ystride), dtype=np.float32)
+    y = np.empty((t4, ystride), dtype=np.float32)
     yf, xf, nsf, dxf, dxsf = y.reshape(-1), xr.reshape(-1), ss.reshape(-1), es.reshape(-1), ms.reshape(-1)
     xrow, srow = xr.shape[1], ss.shape[1]
     kb = min(nb, CHUNK_BLOCKS)
@@ -217,21 +208,21 @@ def _gemm(xr, ss, es, ms, qs32, d, m, has_m, blocks, lut, nibbles, n_groups):
                     _tile_nibbles(qs32, d, m, has_m, lut, r0, r1, b0, b1, nv8, wt32, dt, mt)
                 else:
                     _tile_q8_0(blocks, lut, r0, r1, b0, b1, wt32, dt, mt, has_m)
-                for t0 in range(0, t8, TOKENS):  # t8: a multiple of TOKENS (prepare_rows_int8's padding)
+                for t0 in range(0, t4, TOKENS):  # t4: a multiple of TOKENS (prepare_rows_int8's padding)
                     _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, srow, yf, ystride, r0,
                                  t0, b0 == 0)
     return y
 
 
 def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, lut, n_groups):
-    """y (T8, out) = prepared rows (gemm.py:_arrays(a, False), tokens=TOKENS) times a decode-layout Q4_0/Q4_1
+    """y (T4, out) = prepared rows (gemm.py:_arrays(a, False), tokens=TOKENS) times a decode-layout Q4_0/Q4_1
     weight."""
     y = _gemm(xr, ss, es, ms, qs.reshape(-1).view(np.uint32), d, m, has_m, _NO_BLOCKS, lut, True, n_groups)
     return _trim(y, d.shape[0])
 
 
 def gemm_q8_0_int8(xr, ss, es, ms, blocks, centred, lut, n_groups):
-    """y (T8, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34); ``centred`` as in
+    """y (T4, out) = prepared rows (offset 128, tokens=TOKENS) times Q8_0 bytes (out, nb*34); ``centred`` as in
     gemm_lanes.py."""
     y = _gemm(xr, ss, es, ms, _NO_QS32, _NO_U16, _NO_U16, centred, blocks, lut, False, n_groups)
     return _trim(y, blocks.shape[0])
