@@ -144,7 +144,8 @@ def _tile_tokens(wt, dt, mt, has_m, nibbles, b0, b1, xf, xrow, nsf, dxf, dxsf, s
     Four tokens a pass: a block's 8 tile vectors and 4 accumulators leave room in the 16 registers for the
     broadcasts; with 8 tokens (8 accumulators) 190 of the compiled loop's 616 instructions went to the stack
     (vectors spilled and reloaded). The same bits (each (row, token) sums its blocks in the same order); on AMD
-    Zen 2, SmolLM2's Q4_1 shapes at T = 512: 5-15 % faster (docs/performance.md, seventeenth session)."""
+    Zen 2 at T = 512, SmolLM2's 1536 x 576 and 576 x 1536 Q4_1 weights 5-10 % faster, 576 x 576 and Q8_0 no
+    different beyond the spread (docs/performance.md, seventeenth session)."""
     if first:
         y0 = y1 = y2 = y3 = zero_f32x8()
     else:
