@@ -696,3 +696,27 @@ def test_every_prompt_gemm_takes_read_only_weights(qtype, kind, monkeypatch):
     packed = packed.copy()
     packed.setflags(write=False)
     np.testing.assert_array_equal(from_packed(qtype, packed, w.shape).matmul(x, activations="int8"), y)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 5])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
+def test_weights_sharing_one_parallel_region_give_the_bits_of_their_own(rows, qtype):
+    """decode.gemv3_nibbles_int8 (the fused step's q, k, v and gate, up) writes each weight's result with the bits
+    of its own gemv_nibbles_int8 call, three weights or two, however each is split into groups (one group: the
+    weight a serial call would take), for 1-5 activation rows."""
+    rng = np.random.default_rng(rows)
+    shapes = [(96, 18 * 32), (40, 18 * 32), (64, 18 * 32)]
+    lays = [from_packed(qtype, TWINS[qtype][0](w), w.shape).prepare()._layout
+            for w in (rng.standard_normal(s).astype(np.float32) for s in shapes)]
+    x = rng.standard_normal((rows, 18 * 32)).astype(np.float32)
+    a = decode.prepare_rows_int8(x, lays[0].offset)
+    parts = [(lay.qs, lay.d, lay.m if lay.m is not None else kernels._NO_M, lay.m is not None, lay.offset)
+             for lay in lays]
+    for groups in ((3, 1, 2), (1, 4, 0), (2, 2, 2)):
+        alone = [decode.gemv_nibbles_int8(*a, *p, kernels.F16_TO_F32, max(g, 1)) for p, g in zip(parts, groups)]
+        ys = [np.full((rows, s[0]), np.nan, dtype=np.float32) for s in shapes]
+        decode.gemv3_nibbles_int8(*a, kernels.F16_TO_F32, *parts, *ys, *groups)
+        for i in range(3 if groups[2] else 2):
+            np.testing.assert_array_equal(ys[i], alone[i])
+        if not groups[2]:
+            assert np.isnan(ys[2]).all()  # two weights: the third is not touched

@@ -181,10 +181,17 @@ def _rms_norm(x, w, eps, out):
 @njit(cache=True)
 def _matvecs(x, mats, ys, int8, lut):
     """ys[i] = x @ mats[i]^T for the B rows of x (B, in), with decode.py's kernels: x prepared once for all the
-    weights that read it (q, k, v; gate, up), each weight read once for all rows, serially for a small weight,
-    else in row groups in parallel.  -> ys[i] (B, out_i)"""
+    weights that read it (q, k, v; gate, up), each weight read once for all rows, in row groups in parallel; the
+    weights of one input in one parallel region (decode.gemv3_nibbles_int8: SmolLM2's step 3.7-6 % faster,
+    docs/performance.md, seventeenth session), a single small weight serially.  -> ys[i] (B, out_i)"""
     offset = mats[0].offset
-    if int8:
+    if int8 and len(mats) > 1 and mats[1].offset == offset and mats[-1].offset == offset:
+        a = decode.prepare_rows_int8(x, offset)             # (xr, nsxo, dx, dxs, and the 4-row passes' copies)
+        last = mats[-1]                                     # (mats[2] would not compile for two weights)
+        n2 = max(last.n_groups, 1) if len(mats) == 3 else 0
+        decode.gemv3_nibbles_int8(*a, lut, _parts(mats[0]), _parts(mats[1]), _parts(last), ys[0], ys[1], ys[-1],
+                                  max(mats[0].n_groups, 1), max(mats[1].n_groups, 1), n2)
+    elif int8:
         a = decode.prepare_rows_int8(x, offset)             # (xr, nsxo, dx, dxs, and the 4-row passes' copies)
         for i in range(len(mats)):
             qs, d, m, has_m, off, n_groups = mats[i]
@@ -203,6 +210,12 @@ def _matvecs(x, mats, ys, int8, lut):
                 decode.rows_nibbles_float(xr, xsum, qs, d, m, has_m, off, lut, 0, d.shape[0], ys[i])
             else:
                 ys[i][:] = decode.gemv_nibbles_float(xr, xsum, qs, d, m, has_m, off, lut, n_groups)
+
+
+@njit(cache=True, inline="always")
+def _parts(w):
+    """A Matrix as gemv3_nibbles_int8 takes it."""
+    return w.qs, w.d, w.m, w.has_m, w.offset
 
 
 @njit(cache=True)

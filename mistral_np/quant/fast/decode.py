@@ -542,6 +542,32 @@ def gemv_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, off
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def gemv3_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, lut, w0, w1, w2, y0, y1, y2, n0, n1, n2):
+    """gemv_nibbles_int8 for two or three weights that read the same prepared rows (q, k, v; gate, up), in one
+    parallel region: weight i's rows in n_i groups (n_2 = 0 for two weights; a weight small enough to run on
+    the calling thread alone is one group), all the groups handed out together. w_i = (qs, d, m, has_m,
+    offset) with one offset; y_i (B, out_i) written in place, row by row as gemv_nibbles_int8 writes them (the
+    same bits). One region instead of one a weight: SmolLM2's decode step started 180 parallel regions a token
+    (6 a layer), each ~10 us, and ran its 192-row k and v projections on one thread."""
+    for t in prange(n0 + n1 + n2):
+        if t < n0:
+            _gemv_group(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, lut, w0, y0, t, n0)
+        elif t < n0 + n1:
+            _gemv_group(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, lut, w1, y1, t - n0, n1)
+        else:
+            _gemv_group(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, lut, w2, y2, t - n0 - n1, n2)
+
+
+@njit(cache=True, inline="always")
+def _gemv_group(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, lut, w, y, g, n):
+    """Group g of n of weight w's rows (gemv_nibbles_int8's split) into y."""
+    qs, d, m, has_m, offset = w
+    out_dim = d.shape[0]
+    rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, offset, lut, g * out_dim // n,
+                      (g + 1) * out_dim // n, y)
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def gemv_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, n_groups):
     out_dim = d.shape[0]
     y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
