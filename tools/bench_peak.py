@@ -16,11 +16,11 @@ measures the memory side; this measures the arithmetic side, for each way a kern
                        (simd.py:dot8_nibbles), 256 products for 9 multiplying instructions on AVX2
     int8 bytes split   an 8-bit weight split into nibbles (simd.py:dot8_bytes): twice the nibbles' work
 
-Each kernel runs 8 independent accumulators (the dot8 ones 4, each summing 8 vector pairs) over operands loaded from a 2 KiB buffer (in L1, as a kernel's
-weight tile would be) against one register-held activation vector, so neither latency nor memory sets the
-pace: only how many of these instructions the core issues a cycle. One thread a core (``--threads``), each
-running the kernel for the same number of iterations; best of 5. These are ceilings: a real kernel also
-converts, scales and stores.
+Each kernel runs 8 independent accumulators (the dot8 ones 4, each summing 8 vector pairs) over operands
+loaded from a 2 KiB buffer (in L1, as a kernel's weight tile would be) against one register-held activation
+vector, so neither latency nor memory sets the pace: only how many of these instructions the core issues a
+cycle. One thread a core (``--threads``), each running the kernel for the same number of iterations; best of
+5. These are ceilings: a real kernel also converts, scales and stores.
 """
 
 from __future__ import annotations

@@ -185,14 +185,14 @@ def _matvecs(x, mats, ys, int8, lut):
     weights of one input in one parallel region (decode.gemv3_nibbles_int8: SmolLM2's step 3.7-6 % faster,
     docs/performance.md, seventeenth session), a single small weight serially.  -> ys[i] (B, out_i)"""
     offset = mats[0].offset
-    if int8 and len(mats) > 1 and mats[1].offset == offset and mats[-1].offset == offset:
+    if int8:
         a = decode.prepare_rows_int8(x, offset)             # (xr, nsxo, dx, dxs, and the 4-row passes' copies)
+    if int8 and len(mats) > 1 and mats[1].offset == offset and mats[-1].offset == offset:
         last = mats[-1]                                     # (mats[2] would not compile for two weights)
         n2 = max(last.n_groups, 1) if len(mats) == 3 else 0
         decode.gemv3_nibbles_int8(*a, lut, _parts(mats[0]), _parts(mats[1]), _parts(last), ys[0], ys[1], ys[-1],
                                   max(mats[0].n_groups, 1), max(mats[1].n_groups, 1), n2)
     elif int8:
-        a = decode.prepare_rows_int8(x, offset)             # (xr, nsxo, dx, dxs, and the 4-row passes' copies)
         for i in range(len(mats)):
             qs, d, m, has_m, off, n_groups = mats[i]
             if off != offset:                                # Q4_0 and Q4_1 mixed: -offset * sum xq differs
@@ -327,12 +327,12 @@ PER_HEAD_SLOTS = 256  # from this many slots, too few (row, KV head) items go on
 
 @njit(parallel=True, cache=True, nogil=True)
 def _attention(q, k_caches, v_caches, slot_pos, ps, li, window, n_heads, n_kv, dh, out, per_head):
-    """Attention of every row over its own cache (layer li): row b's query q[b] at position ps[b] -> out[b].
-    The (row, KV head) pairs run in parallel, or, with ``per_head`` (FusedDecoder.per_head: when they are fewer
-    than 4 a thread and some row sees at least PER_HEAD_SLOTS slots), the (row, query head) pairs: SmolLM2's 3 KV heads are 3 items for
-    2 threads, one of which then did two; as 9 items, 30 layers at 576 positions took 3.41 against 4.00 ms, at
-    1000 5.98 against 7.19, at 320 1.84 against 2.17, but at 192 1.03 against 0.86 and at 128 0.64 against 0.48
-    (each query head reads its KV head's keys again; medians of 15, AMD Zen 2, docs/performance.md). Each item
+    """Attention of every row over its own cache (layer li): row b's query q[b] at position ps[b] -> out[b]. The (row,
+    KV head) pairs run in parallel, or, with ``per_head`` (FusedDecoder.per_head: when they are fewer than 4 a
+    thread and some row sees at least PER_HEAD_SLOTS slots), the (row, query head) pairs: SmolLM2's 3 KV heads are 3
+    items for 2 threads, one of which then did two; as 9 items, 30 layers at 576 positions took 3.41 against 4.00
+    ms, at 1000 5.98 against 7.19, at 320 1.84 against 2.17, but at 192 1.03 against 0.86 and at 128 0.64 against
+    0.48 (each query head reads its KV head's keys again; medians of 15, AMD Zen 2, docs/performance.md). Each item
     writes its own heads, with the same arithmetic however the pairs are split (the threshold changes no bit)."""
     n_rows, g = q.shape[0], n_heads // n_kv
     if per_head:

@@ -533,11 +533,9 @@ def rows_nibbles_float(xr, xsum, qs, d, m, has_m, offset, lut, lo_r, hi_r, y):
 
 @njit(parallel=True, cache=True, nogil=True)
 def gemv_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, offset, lut, n_groups):
-    out_dim = d.shape[0]
-    y = np.empty((xr.shape[0], out_dim), dtype=np.float32)
+    y = np.empty((xr.shape[0], d.shape[0]), dtype=np.float32)
     for grp in prange(n_groups):
-        rows_nibbles_int8(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, qs, d, m, has_m, offset, lut,
-                          grp * out_dim // n_groups, (grp + 1) * out_dim // n_groups, y)
+        _gemv_group(xr, nsxo, dx, dxs, xp, np4, dp4, sp4, lut, (qs, d, m, has_m, offset), y, grp, n_groups)
     return y
 
 

@@ -306,9 +306,9 @@ def _side_by_side(xr, ss, es, ms, has_m, t0, c0, c2, xp, sp, ep, mp):
     stack every group (118 instructions a group, 93 of them vector operations; 110 this way, none reloaded).
     With the accumulators as 4 named variables (_nibble_row_1x4; as a 4-tuple the loop lost its reloads too but
     ran at the old speed), the 7B shape's weights on AMD Zen 2, T = 100 and 256: 123-130 G products/s against
-    97-104 (1024 x 4096: 101-104 against 91-94), the same bits (docs/performance.md, seventeenth session; decode.py's 4-row pass reads its
-    rows side by side for the same reason). The copy, 22.5 KiB for a chunk of 4 tokens, is made once per work
-    item for all its rows."""
+    97-104 (1024 x 4096: 101-104 against 91-94), the same bits (docs/performance.md, seventeenth session;
+    decode.py's 4-row pass reads its rows side by side for the same reason). The copy, 22.5 KiB for a chunk of
+    4 tokens, is made once per work item for all its rows."""
     for c in range(c0, c2):
         for j in range(TOKENS):
             b = (c - c0) * TOKENS + j
@@ -509,7 +509,7 @@ def gemm_nibbles_int8(xr, ss, es, ms, qs, d, m, has_m, wide, pairs, n_groups):
         side = 0 if wide else (GROUPS_PER_CHUNK + 1) * TOKENS   # a chunk's groups and the tail, 4 tokens each
         xp = np.empty(side * 256, dtype=np.int8)
         sp = np.empty(side * V, dtype=np.int32)
-        ep, mp = np.empty(side * V, dtype=np.float32), np.empty(side * V, dtype=np.float32)
+        ep, mp = np.empty(side * V, dtype=np.float32), np.empty(side * V if has_m else 0, dtype=np.float32)
         for c0 in range(0, max(nv, 1), GROUPS_PER_CHUNK):
             c1 = min(nv, c0 + GROUPS_PER_CHUNK)
             last = tail if c1 == nv else 0
